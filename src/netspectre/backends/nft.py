@@ -1,0 +1,135 @@
+"""Policy → one nftables script for `table inet netspectre`, replaced atomically. Pure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from netspectre.backends import COUNTERS, Script
+from netspectre.policy import FILTER_PRIORITY, NAT_PRIORITY, TABLE, Policy
+
+ARGV = ("nft", "-f", "-")
+CHECK_ARGV = ("nft", "-c", "-f", "-")
+# A bit of the conntrack mark for "this flow was opened by Tor's user": Tor's TIME_WAIT ACKs
+# and RSTs carry no socket owner, so they are recognised by their flow instead.
+TOR_FLOW_MARK = 0x00004E53
+
+# TCP flag combinations no real stack sends; the transproxy FIN/RST leak is caught by
+# `ct state invalid`, these catch crafted packets that conntrack would still track.
+BAD_TCP_FLAGS = (
+    "tcp flags & (fin|syn) == fin|syn",
+    "tcp flags & (syn|rst) == syn|rst",
+    "tcp flags & (fin|rst) == fin|rst",
+    "tcp flags & (fin|ack) == fin",
+    "tcp flags & (psh|ack) == psh",
+    "tcp flags & (urg|ack) == urg",
+    "tcp flags & (fin|syn|rst|psh|ack|urg) == 0x0",
+)
+
+
+def _elements(nets: Iterable[object]) -> str:
+    return ", ".join(str(n) for n in nets)
+
+
+def _set(name: str, kind: str, nets: tuple[object, ...]) -> list[str]:
+    lines = [f"\tset {name} {{", f"\t\ttype {kind}", "\t\tflags interval"]
+    if nets:
+        lines.append(f"\t\telements = {{ {_elements(nets)} }}")
+    return [*lines, "\t}"]
+
+
+def _chain(name: str, header: str, rules: list[str]) -> list[str]:
+    return [f"\tchain {name} {{", f"\t\t{header}", *(f"\t\t{r}" for r in rules), "\t}"]
+
+
+def table(p: Policy) -> str:
+    """The full definition of our table (without the replace preamble)."""
+    uid = p.tor_uid
+    vnet = p.virtual_network
+    nat = [
+        f"meta skuid {uid} return",
+        "meta nfproto != ipv4 return",
+        f"udp dport 53 counter name dns_redirected redirect to :{p.dns_port}",
+        f"ip daddr {vnet} meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
+        "fib daddr type local return",
+        "ip daddr @lan4 return",
+        f"meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
+    ]
+    out = [
+        "ct state invalid counter name blocked_invalid drop",
+        *(f"{flags} counter name blocked_invalid drop" for flags in BAD_TCP_FLAGS),
+        "oifname \"lo\" accept",
+        "ip daddr 127.0.0.0/8 accept",
+        "ip6 daddr ::1 accept",
+        "meta nfproto ipv6 counter name blocked_ipv6 reject with icmpx type admin-prohibited",
+        f"meta skuid {uid} ct mark set ct mark or {TOR_FLOW_MARK:#010x} accept",
+        f"ct mark and {TOR_FLOW_MARK:#010x} == {TOR_FLOW_MARK:#010x} accept",
+        f"ip daddr {vnet} counter name blocked_other reject with icmpx type admin-prohibited",
+        "th dport 53 counter name blocked_dns reject with icmpx type admin-prohibited",
+    ]
+    if p.allow_lan:
+        out += [
+            "ip daddr @lan4 accept",
+            "udp sport 68 udp dport 67 accept",
+        ]
+    out += [
+        "meta l4proto tcp counter name blocked_tcp reject with tcp reset",
+        "meta l4proto udp counter name blocked_udp reject with icmpx type admin-prohibited",
+        "meta l4proto icmp counter name blocked_icmp reject with icmpx type admin-prohibited",
+        "counter name blocked_other reject with icmpx type admin-prohibited",
+    ]
+    forward = ["counter name blocked_forward reject with icmpx type admin-prohibited"]
+    lines = [f"table inet {TABLE} {{"]
+    lines += [f"\tcounter {name} {{\n\t}}" for name in COUNTERS]
+    lines += _set("lan4", "ipv4_addr", p.lan4 if p.allow_lan else ())
+    lines += _chain(
+        "nat_output", f"type nat hook output priority {NAT_PRIORITY}; policy accept;", nat
+    )
+    lines += _chain(
+        "output", f"type filter hook output priority {FILTER_PRIORITY}; policy drop;", out
+    )
+    lines += _chain(
+        "forward", f"type filter hook forward priority {FILTER_PRIORITY}; policy drop;", forward
+    )
+    if p.block_incoming:
+        incoming = [
+            "iifname \"lo\" accept",
+            "ct state invalid drop",
+            "ct state established,related accept",
+        ]
+        if p.allow_lan:
+            incoming.append("udp sport 67 udp dport 68 accept")
+        incoming.append("counter name blocked_incoming drop")
+        lines += _chain(
+            "input", f"type filter hook input priority {FILTER_PRIORITY}; policy drop;", incoming
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _preamble() -> str:
+    # `table … {}` then `delete table …`: works whether or not the table exists, in the same
+    # transaction as the new definition (nft 1.0.6 has no `destroy`).
+    return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
+
+
+def render(p: Policy) -> tuple[Script, ...]:
+    return (Script(ARGV, _preamble() + table(p)),)
+
+
+def teardown() -> tuple[Script, ...]:
+    return (Script(ARGV, _preamble()),)
+
+
+def parse_counters(listing_json: str) -> dict[str, dict[str, int]]:
+    """`nft -j list counters table inet netspectre` → {name: {packets, bytes}}."""
+    data = json.loads(listing_json)
+    result: dict[str, dict[str, int]] = {}
+    for item in data.get("nftables", []):
+        counter = item.get("counter")
+        if counter and counter.get("table") == TABLE:
+            result[counter["name"]] = {
+                "packets": int(counter.get("packets", 0)),
+                "bytes": int(counter.get("bytes", 0)),
+            }
+    return result

@@ -1,0 +1,53 @@
+"""Where netspectre keeps runtime state and Tor's data, per network namespace.
+
+Firewall rules and sysctls belong to a network namespace, so their state does too: in the
+host's namespace state lives in /run/netspectre; in any other (the lab's client, a test's
+namespace) in /run/netspectre/netns-<inode>, so each one is started and stopped on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_ROOT = Path("/run/netspectre")
+LIB_ROOT = Path("/var/lib/netspectre")
+
+
+def netns_suffix() -> str:
+    try:
+        mine = os.stat("/proc/self/ns/net").st_ino
+        init = os.stat("/proc/1/ns/net").st_ino
+    except OSError:
+        return ""
+    return "" if mine == init else f"netns-{mine}"
+
+
+@dataclass(frozen=True)
+class Paths:
+    run: Path  # state.json, lock, tor's control socket and pid (root, 0700)
+    lib: Path  # tor's DataDirectory parent (kept across starts: warm bootstrap)
+
+    @property
+    def state(self) -> Path:
+        return self.run / "state.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.run / "lock"
+
+    @property
+    def tor_run(self) -> Path:
+        return self.run / "tor"
+
+    @property
+    def tor_data(self) -> Path:
+        return self.lib / "tor"
+
+
+def detect() -> Paths:
+    suffix = netns_suffix()
+    run = Path(os.environ.get("NETSPECTRE_RUN_DIR", RUN_ROOT / suffix if suffix else RUN_ROOT))
+    lib = Path(os.environ.get("NETSPECTRE_LIB_DIR", LIB_ROOT / suffix if suffix else LIB_ROOT))
+    return Paths(run=run, lib=lib)

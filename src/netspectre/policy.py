@@ -1,0 +1,78 @@
+"""Config + HostFacts → Policy: the one value every backend renders. Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from netspectre.config import Config, Incoming, Ipv6Mode
+
+# Tables and chains we own are recognised by these names/markers, never by a list in state.
+TABLE = "netspectre"
+MARKER = "netspectre"
+
+# Our NAT runs at -190: after conntrack (-200), before mangle (-150) and before every
+# iptables/docker NAT (-100). The first NAT chain that binds a connection wins, so nobody
+# else's DNAT can claim a new connection before we redirect it.
+NAT_PRIORITY = -190
+# Filter at 0 like everyone else: a drop anywhere is final, an accept elsewhere cannot
+# override ours, so the order against other filter tables does not matter.
+FILTER_PRIORITY = 0
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What we probed on the host (or were told, for `rules` and tests)."""
+
+    tor_uid: int
+    tor_user: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    tor_uid: int
+    tor_user: str
+    trans_port: int
+    dns_port: int
+    virtual_network: ipaddress.IPv4Network
+    lan4: tuple[ipaddress.IPv4Network, ...]
+    lan6: tuple[ipaddress.IPv6Network, ...]
+    allow_lan: bool
+    block_incoming: bool
+    disable_ipv6: bool
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "tor_user": self.tor_user,
+            "tor_uid": self.tor_uid,
+            "trans_port": self.trans_port,
+            "dns_port": self.dns_port,
+            "virtual_network": str(self.virtual_network),
+            "lan": [str(n) for n in (*self.lan4, *self.lan6)],
+            "allow_lan": self.allow_lan,
+            "incoming": "block" if self.block_incoming else "allow",
+            "ipv6": "disable" if self.disable_ipv6 else "block",
+        }
+
+
+def build(config: Config, facts: HostFacts) -> Policy:
+    """The policy for this config on this host. LAN ranges are merged (sets reject overlaps)."""
+    fw = config.firewall
+    lan4 = tuple(
+        ipaddress.collapse_addresses(n for n in fw.lan if isinstance(n, ipaddress.IPv4Network))
+    )
+    lan6 = tuple(
+        ipaddress.collapse_addresses(n for n in fw.lan if isinstance(n, ipaddress.IPv6Network))
+    )
+    return Policy(
+        tor_uid=facts.tor_uid,
+        tor_user=facts.tor_user,
+        trans_port=config.tor.trans_port,
+        dns_port=config.tor.dns_port,
+        virtual_network=config.tor.virtual_network,
+        lan4=lan4,
+        lan6=lan6,
+        allow_lan=fw.allow_lan,
+        block_incoming=fw.incoming is Incoming.BLOCK,
+        disable_ipv6=fw.ipv6 is Ipv6Mode.DISABLE,
+    )
