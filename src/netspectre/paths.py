@@ -16,12 +16,27 @@ LIB_ROOT = Path("/var/lib/netspectre")
 
 
 def netns_suffix() -> str:
+    """"" in the host's namespace; "netns-<name>" in one made by `ip netns add`."""
     try:
-        mine = os.stat("/proc/self/ns/net").st_ino
-        init = os.stat("/proc/1/ns/net").st_ino
+        mine = os.stat("/proc/self/ns/net")
     except OSError:
         return ""
-    return "" if mine == init else f"netns-{mine}"
+    try:
+        named = sorted(os.scandir("/run/netns"), key=lambda e: e.name)
+    except OSError:
+        named = []
+    for entry in named:
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            continue
+        if (st.st_ino, st.st_dev) == (mine.st_ino, mine.st_dev):
+            return f"netns-{entry.name}"
+    try:
+        init = os.stat("/proc/1/ns/net")
+    except OSError:  # pid 1 hidden from us (a sandbox): an unnamed namespace counts as the host
+        return ""
+    return "" if init.st_ino == mine.st_ino else f"netns-{mine.st_ino}"
 
 
 @dataclass(frozen=True)

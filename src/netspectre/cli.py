@@ -1,0 +1,222 @@
+"""argparse front end: the only module that prints, picks exit codes and reads --json/--debug."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from netspectre import __version__
+from netspectre.errors import CleanupFailed, CommandFailed, Error, ExitStatus
+
+DEFAULT_CONFIG = "/etc/netspectre/netspectre.toml"
+
+EPILOG = """\
+Every command that changes the system needs root. `rules` renders without applying.
+Configuration: /etc/netspectre/netspectre.toml (see README). Exit status 0 on success."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netspectre",
+        description="Force every packet through Tor (transparent proxy with a kill switch).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"netspectre {__version__}")
+    parser.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--debug", action="store_true", help="log commands run; tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("start", help="torify the machine: firewall first, then Tor")
+    p.add_argument("--no-wait", action="store_true", help="return before Tor has bootstrapped")
+    p = sub.add_parser("stop", help="stop Tor, remove our rules, restore sysctls")
+    p.add_argument("--force", action="store_true", help="clean up even if the state is unreadable")
+    sub.add_parser("restart", help="re-apply the config in one transaction (no gap)")
+    sub.add_parser("status", help="what is in force, counters, Tor's state")
+    p = sub.add_parser("rules", help="print the ruleset `start` would apply (no root needed)")
+    p.add_argument("--backend", choices=["nft", "iptables", "iptables-nft", "iptables-legacy"])
+    sub.add_parser("myip", aliases=["check"], help="ask an exit-check service through Tor")
+    sub.add_parser("newnym", help="new circuits for new connections")
+    sub.add_parser("verify", help="check that what is in force matches the policy")
+    lab = sub.add_parser("lab", help="a private Tor network in namespaces (offline demo)")
+    lab.add_argument("action", choices=["up", "down", "status", "demo", "shell"])
+    sub.add_parser("_supervise", help=argparse.SUPPRESS)
+    return parser
+
+
+def _load_config(path: str | None) -> Any:
+    from netspectre import config
+
+    target = path or DEFAULT_CONFIG
+    try:
+        text = Path(target).read_text()
+    except FileNotFoundError:
+        if path is None:
+            return config.Config()
+        raise config.ConfigError(
+            f"config file {target} not found", "check the --config path"
+        ) from None
+    except OSError as exc:
+        raise config.ConfigError(f"cannot read config {target}: {exc.strerror}") from None
+    return config.parse(text, path=target)
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+        self.tty = sys.stderr.isatty()
+
+    def report(self, data: dict[str, Any], text: str) -> None:
+        if self.json:
+            print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        else:
+            print(text)
+
+    def event(self, ev: Any) -> None:
+        if self.json:
+            print(json.dumps({"event": "bootstrap", "progress": ev.progress, "tag": ev.tag,
+                              "summary": ev.summary}), flush=True)
+        elif self.tty:
+            width = 30
+            filled = width * ev.progress // 100
+            bar = "#" * filled + "-" * (width - filled)
+            end = "\n" if ev.progress >= 100 else ""
+            print(f"\rTor [{bar}] {ev.progress:3d}% {ev.summary[:40]:<40}", end=end,
+                  file=sys.stderr, flush=True)
+        else:
+            print(f"tor: bootstrapped {ev.progress}%: {ev.summary}", file=sys.stderr, flush=True)
+
+
+def _fmt_status(data: dict[str, Any]) -> str:
+    tor = data.get("tor") or {}
+    lines = []
+    if data.get("active"):
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(data["since"]))
+        lines.append(f"netspectre: ACTIVE since {since} (backend {data['backend']})")
+    elif data.get("phase"):
+        lines.append(f"netspectre: NOT ACTIVE (state says {data['phase']!r}; "
+                     f"ruleset in force: {data.get('ruleset_in_force')}) — run `netspectre stop`")
+    else:
+        lines.append("netspectre: not active")
+        if data.get("leftover_rules"):
+            lines.append("  leftover rules from: " + ", ".join(data["leftover_rules"])
+                         + " — run `netspectre stop`")
+    pol = data.get("policy")
+    if pol:
+        lines.append(
+            f"  policy: TCP → 127.0.0.1:{pol['trans_port']}, DNS → 127.0.0.1:{pol['dns_port']}, "
+            f"virtual network {pol['virtual_network']}, tor user {pol['tor_user']} "
+            f"(uid {pol['tor_uid']})")
+        lan = ", ".join(pol["lan"]) or "none"
+        lines.append(f"  LAN: {lan} ({'direct' if pol['allow_lan'] else 'blocked'}); "
+                     f"incoming: {pol['incoming']}; IPv6: {pol['ipv6']}")
+    if "ipv6_disabled" in data:
+        lines.append(f"  IPv6 sysctl disabled: {'yes' if data['ipv6_disabled'] else 'no'}")
+    counters = data.get("counters") or {}
+    if counters:
+        torified = counters.get("tcp_torified", {}).get("packets", 0)
+        dns = counters.get("dns_redirected", {}).get("packets", 0)
+        lines.append(f"  connections torified: {torified}; DNS queries redirected: {dns}")
+        blocked = {k.removeprefix("blocked_"): v["packets"] for k, v in sorted(counters.items())
+                   if k.startswith("blocked_") and v["packets"]}
+        lines.append("  packets blocked: " + (", ".join(f"{k} {v}" for k, v in blocked.items())
+                                               or "none"))
+    if tor:
+        lines.append(f"  tor: {tor.get('summary') or tor}")
+        for name in ("trans_port_listening", "dns_port_listening"):
+            if name in tor:
+                lines.append(f"    {name.replace('_', ' ')}: {'yes' if tor[name] else 'NO'}")
+    return "\n".join(lines)
+
+
+def _fmt_kv(title: str, data: dict[str, Any]) -> str:
+    lines = [title]
+    for key, value in data.items():
+        if value in (None, [], {}):
+            continue
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def _dispatch(args: argparse.Namespace, out: Output) -> int:
+    from netspectre import commands, paths
+
+    if args.command == "lab":
+        from netspectre.lab import cli as lab_cli  # type: ignore[attr-defined]
+
+        return int(lab_cli.run(args.action, out))
+    ctx = commands.Context(config=_load_config(args.config), paths=paths.detect())
+    if args.command == "start":
+        data = commands.start(ctx, wait=not args.no_wait, on_event=out.event)
+        out.report(data, f"netspectre: active (backend {data['backend']}); "
+                         "all traffic now goes through Tor or is blocked")
+    elif args.command == "stop":
+        data = commands.stop(ctx, force=args.force)
+        text = "netspectre: stopped; rules removed" + (
+            ", sysctls restored" if data["sysctls_restored"] else "")
+        text += "".join(f"\n  note: {n}" for n in data["notes"])
+        out.report(data, text)
+    elif args.command == "restart":
+        data = commands.restart(ctx)
+        out.report(data, f"netspectre: ruleset replaced atomically (backend {data['backend']})")
+    elif args.command == "status":
+        data = commands.status(ctx)
+        out.report(data, _fmt_status(data))
+    elif args.command == "rules":
+        text = commands.rules(ctx, args.backend)
+        out.report({"rules": text}, text.rstrip("\n"))
+    elif args.command in ("myip", "check"):
+        data = commands.myip(ctx)
+        out.report(data, _fmt_kv("exit check:", data))
+        return 0 if data.get("IsTor") else int(ExitStatus.TOR)
+    elif args.command == "newnym":
+        data = commands.newnym(ctx)
+        out.report(data, _fmt_kv("newnym:", data))
+    elif args.command == "verify":
+        data = commands.verify(ctx)  # type: ignore[attr-defined]
+        out.report(data, _fmt_kv("verify:", data))
+        return 0 if data.get("ok") else 1
+    elif args.command == "_supervise":
+        return commands.supervise(ctx)
+    return 0
+
+
+def _print_error(exc: Error, debug: bool) -> None:
+    if isinstance(exc, CleanupFailed):
+        print("netspectre: error: cleanup failed:", file=sys.stderr)
+        for failure in exc.failures:
+            print(f"  - {failure.message}", file=sys.stderr)
+    else:
+        print(f"netspectre: error: {exc.message}", file=sys.stderr)
+    if isinstance(exc, CommandFailed) and debug and exc.stderr:
+        print(exc.stderr, file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="netspectre: %(message)s",
+    )
+    out = Output(args.json)
+    try:
+        return _dispatch(args, out)
+    except KeyboardInterrupt:
+        print("netspectre: interrupted", file=sys.stderr)
+        return int(ExitStatus.INTERRUPTED)
+    except Error as exc:
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        _print_error(exc, args.debug)
+        if args.json:
+            print(json.dumps({"error": exc.message, "hint": exc.hint}))
+        return int(exc.status)

@@ -1,0 +1,268 @@
+"""start / stop / restart / status / rules: the orchestration. No string building, no printing."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netspectre import firewall, paths, state, sysctl
+from netspectre.backends import Backend
+from netspectre.config import Config
+from netspectre.errors import CleanupFailed, Error, PermissionError_, StateError
+from netspectre.policy import HostFacts, Policy, build
+from netspectre.state import Phase, State
+from netspectre.tor import service
+from netspectre.tor.service import BootstrapEvent
+
+
+@dataclass(frozen=True)
+class Context:
+    config: Config
+    paths: paths.Paths
+
+
+def require_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise PermissionError_(
+            f"`netspectre {command}` must run as root",
+            f"run: sudo netspectre {command}",
+        )
+
+
+def probe(config: Config) -> HostFacts:
+    from netspectre.tor import users
+
+    name, uid = users.resolve(config.tor.user)
+    return HostFacts(tor_uid=uid, tor_user=name)
+
+
+def _ipv6_snapshot(policy: Policy) -> dict[str, str]:
+    if not policy.disable_ipv6:
+        return {}
+    return sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
+
+
+def start(
+    ctx: Context, *, wait: bool = True, on_event: Callable[[BootstrapEvent], None] | None = None
+) -> dict[str, Any]:
+    """Apply the firewall (fail closed), then Tor; record intent before every effect."""
+    require_root("start")
+    config, p = ctx.config, ctx.paths
+    facts = probe(config)
+    policy = build(config, facts)
+    backend, evidence = firewall.detect(config.firewall.backend)
+    service.preflight(config, p, facts)
+    state.ensure_dir(p.run)
+    with state.locked(p.lock):
+        previous = _load_current(p)
+        if previous is not None and previous.phase is Phase.ACTIVE:
+            raise StateError(
+                f"netspectre is already active (since {_ago(previous.since)})",
+                "use `netspectre restart` to apply a changed config, or `stop` first",
+            )
+        # A start that died half-way left the original sysctl values in its state: keep them,
+        # the live values may already be ours.
+        saved = previous.sysctls if previous is not None else _ipv6_snapshot(policy)
+        record = State(
+            phase=Phase.APPLYING,
+            backend=backend.value,
+            since=time.time(),
+            boot_id=state.boot_id(),
+            sysctls=saved,
+            policy=policy.summary(),
+            config_path=config.path,
+            tor=previous.tor if previous is not None else None,
+        )
+        state.save(p.state, record)
+        if previous is not None and previous.backend != backend.value:
+            firewall.remove(Backend(previous.backend))
+        firewall.apply(backend, policy)
+        for key, value in sysctl.desired(policy.disable_ipv6).items():
+            sysctl.write(key, value)
+        record = record.with_(tor=service.launch(config, p, facts))
+        state.save(p.state, record)
+        record = record.with_(phase=Phase.ACTIVE)
+        state.save(p.state, record)
+    if wait and on_event is not None:
+        service.wait_bootstrap(config, p, on_event)
+    return {
+        "active": True,
+        "backend": backend.value,
+        "backend_evidence": evidence,
+        "policy": policy.summary(),
+        "ipv6_saved": saved,
+    }
+
+
+def _load_current(p: paths.Paths) -> State | None:
+    """State of this boot, or None; a state file from before a reboot describes nothing live."""
+    current = state.load(p.state)
+    if current is not None and current.boot_id != state.boot_id():
+        state.remove(p.state)
+        return None
+    return current
+
+
+def _ago(since: float) -> str:
+    seconds = int(time.time() - since)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s ago"
+
+
+def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
+    """Remove what is ours and put back what we changed; from any phase, any number of times."""
+    require_root("stop")
+    p = ctx.paths
+    notes: list[str] = []
+    state.ensure_dir(p.run)
+    with state.locked(p.lock, wait=True):
+        try:
+            current = state.load(p.state)
+        except StateError as exc:
+            if not force:
+                raise
+            notes.append(f"ignored unreadable state ({exc.message}); sysctls not restored")
+            current = None
+        if current is not None and current.boot_id != state.boot_id():
+            notes.append("state is from a previous boot: the reboot already reset rules and sysctls")
+            state.remove(p.state)
+            current = None
+        if current is None:
+            notes.append("no state recorded: removing whatever netspectre rules are present")
+        else:
+            state.save(p.state, current.with_(phase=Phase.STOPPING))
+        failures: list[Error] = []
+        try:  # Tor winds down first: the firewall still blocks everything while it does
+            service.stop(current.tor if current else None, p)
+        except Error as exc:
+            failures.append(exc)
+        pinned = Backend(current.backend) if current is not None else None
+        failures += firewall.remove_everywhere(pinned) if pinned is None else _remove(pinned)
+        restored: dict[str, str] = {}
+        if current is not None:
+            for key, value in sysctl.restore_order(current.sysctls):
+                try:
+                    sysctl.write(key, value)
+                    restored[key] = value
+                except OSError as exc:
+                    failures.append(Error(f"could not restore {key}={value}: {exc}"))
+        if failures:
+            raise CleanupFailed(failures)
+        state.remove(p.state)
+    return {
+        "active": False,
+        "was_active": current is not None,
+        "backend": current.backend if current else None,
+        "sysctls_restored": restored,
+        "notes": notes,
+    }
+
+
+def _remove(backend: Backend) -> list[Error]:
+    try:
+        firewall.remove(backend)
+    except Error as exc:
+        return [exc]
+    return []
+
+
+def restart(ctx: Context) -> dict[str, Any]:
+    """Replace the ruleset in one transaction: protection never lapses."""
+    require_root("restart")
+    config, p = ctx.config, ctx.paths
+    facts = probe(config)
+    policy = build(config, facts)
+    backend, evidence = firewall.detect(config.firewall.backend)
+    state.ensure_dir(p.run)
+    with state.locked(p.lock, wait=True):
+        current = _load_current(p)
+        if current is None or current.phase is not Phase.ACTIVE:
+            raise StateError("netspectre is not active", "use `netspectre start`")
+        if policy.disable_ipv6 and not current.sysctls:
+            current = current.with_(sysctls=_ipv6_snapshot(policy))
+        updated = current.with_(backend=backend.value, policy=policy.summary())
+        state.save(p.state, updated.with_(phase=Phase.APPLYING))
+        # New rules first, old backend's removed after: both block, so nothing slips between.
+        firewall.apply(backend, policy)
+        if current.backend != backend.value:
+            firewall.remove(Backend(current.backend))
+        for key, value in sysctl.desired(policy.disable_ipv6).items():
+            sysctl.write(key, value)
+        state.save(p.state, updated)
+    return {"active": True, "backend": backend.value, "backend_evidence": evidence,
+            "policy": policy.summary()}
+
+
+def status(ctx: Context) -> dict[str, Any]:
+    require_root("status")
+    p = ctx.paths
+    current = _load_current(p)
+    if current is None:
+        leftovers = [b.value for b in Backend if _safe_active(b)]
+        return {
+            "active": False,
+            "leftover_rules": leftovers,
+            "tor": service.status(ctx.config, p, None),
+        }
+    backend = Backend(current.backend)
+    in_force = firewall.active(backend)
+    return {
+        "active": current.phase is Phase.ACTIVE and in_force,
+        "phase": current.phase.value,
+        "backend": backend.value,
+        "since": current.since,
+        "ruleset_in_force": in_force,
+        "policy": current.policy,
+        "counters": firewall.counters(backend) if in_force else {},
+        "ipv6_disabled": sysctl.read([f"{sysctl.IPV6_CONF}/all/disable_ipv6"]).get(
+            f"{sysctl.IPV6_CONF}/all/disable_ipv6") == "1",
+        "tor": service.status(ctx.config, p, current.tor),
+    }
+
+
+def _safe_active(backend: Backend) -> bool:
+    try:
+        return firewall.active(backend)
+    except Error:
+        return False
+
+
+def rules(ctx: Context, backend_name: str | None) -> str:
+    """What `start` would apply, rendered for a fresh system; needs no root, applies nothing."""
+    from netspectre.config import BackendName
+
+    config = ctx.config
+    policy = build(config, probe(config))
+    wanted = BackendName(backend_name) if backend_name else config.firewall.backend
+    if wanted is BackendName.AUTO:
+        backend, _ = firewall.detect(wanted)
+    elif wanted is BackendName.NFT:
+        backend = Backend.NFT
+    elif wanted is BackendName.IPTABLES_LEGACY:
+        backend = Backend.IPTABLES_LEGACY
+    else:
+        backend = Backend.IPTABLES_NFT
+    if backend is Backend.NFT:
+        from netspectre.backends import nft
+
+        scripts = nft.render(policy)
+    else:
+        from netspectre.backends import iptables
+
+        scripts = iptables.render(policy, variant=backend, saved_v4="", saved_v6="")
+    return "".join(f"# {' '.join(s.argv)}\n{s.text}" for s in scripts)
+
+
+def newnym(ctx: Context) -> dict[str, Any]:
+    require_root("newnym")
+    return service.newnym(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]
+
+
+def myip(ctx: Context) -> dict[str, Any]:
+    return service.myip(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]
+
+
+def supervise(ctx: Context) -> int:
+    return service.supervise(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,141 @@
+"""The versioned State record under the runtime dir: atomic writes, a lock for `start`/`stop`."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from netspectre.errors import StateError
+
+VERSION = 1
+
+
+class Phase(str, Enum):
+    APPLYING = "applying"  # intent recorded; rules/sysctls may be partly in force
+    ACTIVE = "active"
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class State:
+    phase: Phase
+    backend: str
+    since: float
+    boot_id: str
+    sysctls: dict[str, str] = field(default_factory=dict)  # values to restore
+    policy: dict[str, Any] = field(default_factory=dict)
+    config_path: str | None = None
+    tor: dict[str, Any] | None = None
+    version: int = VERSION
+
+    def with_(self, **changes: Any) -> State:
+        return replace(self, **changes)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["phase"] = self.phase.value
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def from_json(text: str, *, path: str = "state") -> State:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StateError(
+            f"{path}: corrupt state file ({exc})",
+            "run `netspectre stop`: it cleans what is ours even without state",
+        ) from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        version = data.get("version") if isinstance(data, dict) else None
+        raise StateError(
+            f"{path}: unknown state version {version!r} (this netspectre knows {VERSION})",
+            "stop with the netspectre version that started, or run `netspectre stop --force`",
+        )
+    try:
+        return State(
+            phase=Phase(data["phase"]),
+            backend=str(data["backend"]),
+            since=float(data["since"]),
+            boot_id=str(data["boot_id"]),
+            sysctls={str(k): str(v) for k, v in data.get("sysctls", {}).items()},
+            policy=dict(data.get("policy", {})),
+            config_path=data.get("config_path"),
+            tor=data.get("tor"),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise StateError(
+            f"{path}: malformed state file ({exc!r})",
+            "run `netspectre stop --force`: it cleans what is ours even without state",
+        ) from None
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def ensure_dir(run: Path) -> None:
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = run.stat()
+    if st.st_uid != 0 and os.geteuid() == 0:
+        raise StateError(f"{run} is not owned by root", f"remove {run} and try again")
+    if st.st_mode & 0o077:
+        os.chmod(run, 0o700)
+
+
+def load(path: Path) -> State | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return from_json(text, path=str(path))
+
+
+def save(path: Path, state: State) -> None:
+    """Write atomically: temp file in the same dir, fsync, rename, fsync the dir."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, state.to_json().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def locked(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
+    """Exclusive lock: two `start`s (or a `start` and a `stop`) never interleave."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise StateError(
+                "another netspectre command is running (lock held)",
+                f"wait for it to finish; the lock is {lock_path}",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
