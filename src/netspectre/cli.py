@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
-import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netspectre import __version__
 from netspectre.errors import CleanupFailed, CommandFailed, Error, ExitStatus
+
+if TYPE_CHECKING:
+    from netspectre.config import Config
 
 DEFAULT_CONFIG = "/etc/netspectre/netspectre.toml"
 
@@ -49,12 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_config(path: str | None) -> Any:
+def _load_config(path: str | None) -> Config:
     from netspectre import config
 
     target = path or DEFAULT_CONFIG
     try:
-        text = Path(target).read_text()
+        with open(target, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         if path is None:
             return config.Config()
@@ -73,12 +73,16 @@ class Output:
 
     def report(self, data: dict[str, Any], text: str) -> None:
         if self.json:
+            import json
+
             print(json.dumps(data, indent=2, sort_keys=True, default=str))
         else:
             print(text)
 
     def event(self, ev: Any) -> None:
         if self.json:
+            import json
+
             print(json.dumps({"event": "bootstrap", "progress": ev.progress, "tag": ev.tag,
                               "summary": ev.summary}), flush=True)
         elif self.tty:
@@ -93,6 +97,7 @@ class Output:
 
 
 def _fmt_status(data: dict[str, Any]) -> str:
+    import time
     tor = data.get("tor") or {}
     lines = []
     if data.get("active"):
@@ -201,10 +206,10 @@ def _print_error(exc: Error, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="netspectre: %(message)s",
-    )
+    if args.debug:
+        from netspectre import system
+
+        system.trace = lambda line: print(f"+ {line}", file=sys.stderr, flush=True)
     out = Output(args.json)
     try:
         return _dispatch(args, out)
@@ -218,5 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _print_error(exc, args.debug)
         if args.json:
+            import json
+
             print(json.dumps({"error": exc.message, "hint": exc.hint}))
         return int(exc.status)

@@ -126,7 +126,7 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
             notes.append(f"ignored unreadable state ({exc.message}); sysctls not restored")
             current = None
         if current is not None and current.boot_id != state.boot_id():
-            notes.append("state is from a previous boot: the reboot already reset rules and sysctls")
+            notes.append("state is from a previous boot: the reboot reset rules and sysctls")
             state.remove(p.state)
             current = None
         if current is None:

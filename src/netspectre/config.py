@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from netspectre.errors import ConfigError
@@ -15,12 +14,12 @@ DEFAULT_PATH = "/etc/netspectre/netspectre.toml"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class TorMode(str, Enum):
+class TorMode(StrEnum):
     MANAGED = "managed"
     SYSTEM = "system"
 
 
-class BackendName(str, Enum):
+class BackendName(StrEnum):
     AUTO = "auto"
     NFT = "nft"
     IPTABLES = "iptables"  # the system's iptables (whatever `iptables` points to)
@@ -28,12 +27,12 @@ class BackendName(str, Enum):
     IPTABLES_LEGACY = "iptables-legacy"
 
 
-class Ipv6Mode(str, Enum):
+class Ipv6Mode(StrEnum):
     DISABLE = "disable"
     BLOCK = "block"
 
 
-class Incoming(str, Enum):
+class Incoming(StrEnum):
     BLOCK = "block"
     ALLOW = "allow"
 
@@ -188,6 +187,8 @@ def _table(section: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def parse(text: str, *, path: str | None = None) -> Config:
     """Parse and validate TOML text into a Config; raise ConfigError naming the bad key."""
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -221,7 +222,7 @@ def _tor(t: dict[str, Any]) -> TorConfig:
     if not isinstance(vnet, ipaddress.IPv4Network):
         raise _bad("tor.virtual_network", t["virtual_network"], "must be an IPv4 network")
     if vnet.prefixlen > 16:
-        raise _bad("tor.virtual_network", t["virtual_network"], "too small (Tor needs /16 or larger)")
+        raise _bad("tor.virtual_network", t["virtual_network"], "too small (need /16 or larger)")
     cfg = TorConfig(
         mode=_enum("tor.mode", t.get("mode", d.mode.value), TorMode),
         user=_user("tor.user", t.get("user", d.user)),

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from netspectre.errors import StateError
 VERSION = 1
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     APPLYING = "applying"  # intent recorded; rules/sysctls may be partly in force
     ACTIVE = "active"
     STOPPING = "stopping"

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from netspectre.errors import CommandFailed, MissingTool
 
-log = logging.getLogger("netspectre")
+# Set by the CLI under --debug: receives every command as a copyable shell line.
+trace: Callable[[str], None] | None = None
 
 INSTALL_HINTS = {
     "nft": "install nftables (apt install nftables)",
@@ -51,7 +51,8 @@ def run(
     timeout: float = 60.0,
 ) -> Result:
     """Run argv (no shell); raise CommandFailed on a non-zero exit when check is set."""
-    log.debug("+ %s%s", shlex.join(argv), " <<stdin" if input is not None else "")
+    if trace is not None:
+        trace(shlex.join(argv) + (" <<stdin" if input is not None else ""))
     try:
         proc = subprocess.run(
             list(argv),

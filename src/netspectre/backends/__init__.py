@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     NFT = "nft"
     IPTABLES_NFT = "iptables-nft"
     IPTABLES_LEGACY = "iptables-legacy"

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Time-to-protect, stop and --help, measured in a throwaway network namespace.
+
+Usage (root): python3 bench/perf.py [--runs N] [--python /usr/bin/python3]
+Tor is "already running": a stand-in listens on TransPort/DNSPort (tor.mode = "system"),
+so the numbers are netspectre's own cost: Python start-up, rendering, one nft/iptables commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE_TOR = """
+import socket, sys, time
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("127.0.0.1", 9040)); t.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 9053))
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def sh(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)  # type: ignore
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(argv)}\n{proc.stderr}")
+    return elapsed
+
+
+def many_networks(n: int) -> list[str]:
+    rng = random.Random(7)
+    nets = set()
+    while len(nets) < n:
+        # Config values only: never addressed. Spread over 100.64.0.0/10-free space.
+        addr = rng.randrange(1 << 24, 223 << 24)
+        nets.add(str(ipaddress.ip_network((addr & ~0xFF, 24))))
+    return sorted(nets)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--python", default="/usr/bin/python3")
+    ap.add_argument("--backend", default="nft")
+    ap.add_argument("--no-site", action="store_true",
+                    help="python -S: leave out site-packages .pth hooks of this machine")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/perf.py needs root (it works in its own network namespace)")
+    ns = f"ns-bench-{os.getpid()}"
+    # Byte-code caching on, as on a user's machine (this sandbox sets PYTHONDONTWRITEBYTECODE).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    flags = ["-S"] if args.no_site else []
+    tmp = Path(tempfile.mkdtemp(prefix="netspectre-bench-"))
+    base = ["ip", "netns", "exec", ns, args.python, *flags, "-m", "netspectre"]
+    results: dict[str, dict[str, float]] = {}
+    sh("ip", "netns", "add", ns)
+    fake = None
+    try:
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        fake = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", FAKE_TOR],
+                                stdout=subprocess.PIPE, text=True)
+        assert fake.stdout is not None and fake.stdout.readline().strip() == "ready"
+        cases = {"default": [], "10000 networks": many_networks(10_000)}
+        for name, extra in cases.items():
+            cfg = tmp / f"{name.replace(' ', '_')}.toml"
+            lan = json.dumps(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", *extra])
+            cfg.write_text(f'[tor]\nmode = "system"\n[firewall]\nbackend = "{args.backend}"\n'
+                           f"lan = {lan}\n")
+            starts, stops = [], []
+            for _ in range(args.runs):
+                starts.append(timed([*base, "--config", str(cfg), "start"], env))
+                stops.append(timed([*base, "--config", str(cfg), "stop"], env))
+            results[f"start ({name})"] = summary(starts)
+            results[f"stop ({name})"] = summary(stops)
+        helps = [timed([args.python, *flags, "-m", "netspectre", "--help"], env)
+                 for _ in range(args.runs)]
+        results["--help"] = summary(helps)
+    finally:
+        if fake is not None:
+            fake.kill()
+            fake.wait()
+        subprocess.run([*base, "stop", "--force"], env=env,
+                       capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    print(f"python: {args.python} {' '.join(flags)}; backend: {args.backend}; runs: {args.runs}")
+    for key, val in results.items():
+        print(f"{key:<26} median {val['median_ms']:7.1f} ms   p90 {val['p90_ms']:7.1f} ms")
+    return 0
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples)
+    return {"median_ms": statistics.median(ms), "p90_ms": ms[int(len(ms) * 0.9) - 1]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,360 @@
+"""Policy → iptables-restore --noflush scripts: our own chains plus one marked jump per hook. Pure.
+
+What is ours is read back from `iptables-save` text: our chain names and the marker comment.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from netspectre.backends import COUNTERS, Backend, Script
+from netspectre.backends.nft import BAD_TCP_FLAGS, TOR_FLOW_MARK
+from netspectre.policy import MARKER, Policy
+
+NAT = "NETSPECTRE-NAT"
+OUT = "NETSPECTRE-OUT"
+FWD = "NETSPECTRE-FWD"
+IN = "NETSPECTRE-IN"
+CHAINS = (NAT, OUT, FWD, IN)
+
+_VARIANTS = {Backend.IPTABLES_NFT: "nft", Backend.IPTABLES_LEGACY: "legacy"}
+# Characters iptables-save prints without quotes (xtables_save_string); we quote the same way
+# so rendered rules read exactly like the saved ones.
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+_COUNTS = re.compile(r"\[(\d+):(\d+)\]\s+")
+_NFT_FLAGS = re.compile(r"tcp flags & \(([a-z|]+)\) == ([a-z|]+|0x0)")
+_FLAG_ORDER = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
+
+
+def _tool(variant: Backend, family: int, verb: str) -> str:
+    if variant not in _VARIANTS:
+        raise ValueError(f"not an iptables backend: {variant!r}")
+    if family not in (4, 6):
+        raise ValueError(f"family must be 4 or 6, not {family!r}")
+    return f"{'iptables' if family == 4 else 'ip6tables'}-{_VARIANTS[variant]}-{verb}"
+
+
+def save_argv(variant: Backend, family: int, *, counters: bool = False) -> tuple[str, ...]:
+    return (_tool(variant, family, "save"), *(("-c",) if counters else ()))
+
+
+def restore_argv(variant: Backend, family: int) -> tuple[str, ...]:
+    return (_tool(variant, family, "restore"), "--noflush")
+
+
+# ---------------------------------------------------------------------------------------------
+# What we want: chains and their rules, in the order of nft.table().
+
+
+@dataclass(frozen=True)
+class Chain:
+    table: str
+    name: str
+    hook: str  # the built-in chain whose first rule jumps here
+    rules: tuple[str, ...]  # rule specs, as iptables-save prints them after "-A NAME "
+
+
+def _quote(value: str) -> str:
+    if _BARE.fullmatch(value):
+        return value
+    return '"' + re.sub(r'(["\\\'])', r"\\\1", value) + '"'
+
+
+def _rule(match: str, target: str, counter: str | None = None) -> str:
+    if counter is not None:
+        if counter not in COUNTERS:
+            raise ValueError(f"unknown counter {counter!r}")
+        match = f"{match} -m comment --comment {_quote(f'{MARKER}:{counter}')}".lstrip()
+    return f"{match} -j {target}".lstrip()
+
+
+def _jump(chain: Chain) -> str:
+    return _rule(f"-m comment --comment {_quote(MARKER)}", chain.name)
+
+
+def _tcp_flags(expr: str) -> str:
+    """One of nft.BAD_TCP_FLAGS as `--tcp-flags MASK COMP` (kept in one place: nft.py)."""
+    m = _NFT_FLAGS.fullmatch(expr)
+    if m is None:
+        raise ValueError(f"cannot translate TCP flag test {expr!r}")
+
+    def names(flags: str) -> str:
+        wanted = {f.upper() for f in flags.split("|")}
+        if not wanted <= set(_FLAG_ORDER):
+            raise ValueError(f"unknown TCP flag in {expr!r}")
+        return ",".join(f for f in _FLAG_ORDER if f in wanted)
+
+    comp = "NONE" if m[2] == "0x0" else names(m[2])
+    return f"-p tcp -m tcp --tcp-flags {names(m[1])} {comp}"
+
+
+def _sanity() -> list[str]:
+    return [
+        _rule("-m conntrack --ctstate INVALID", "DROP", "blocked_invalid"),
+        *(_rule(_tcp_flags(f), "DROP", "blocked_invalid") for f in BAD_TCP_FLAGS),
+    ]
+
+
+# Allowed packets RETURN to the built-in chain instead of ACCEPTing: an ACCEPT would end the
+# whole filter table and skip other software's rules after our jump, whereas nft's separate table
+# lets every other table still drop. Blocked packets end in our chain, so only what we allow
+# ever reaches the rest of the built-in chain.
+def _v4(p: Policy) -> tuple[Chain, ...]:
+    uid = f"-m owner --uid-owner {p.tor_uid}"
+    lan = p.lan4 if p.allow_lan else ()
+    trans = f"REDIRECT --to-ports {p.trans_port}"
+    admin = "REJECT --reject-with icmp-admin-prohibited"
+    nat = [
+        _rule(uid, "RETURN"),
+        _rule("-p udp -m udp --dport 53", f"REDIRECT --to-ports {p.dns_port}", "dns_redirected"),
+        _rule(f"-d {p.virtual_network} -p tcp", trans, "tcp_torified"),
+        _rule("-m addrtype --dst-type LOCAL", "RETURN"),
+        # One rule per range: ipset is not assumed to exist (nft uses an interval set).
+        *(_rule(f"-d {n}", "RETURN") for n in lan),
+        _rule("-p tcp", trans, "tcp_torified"),
+    ]
+    mark = f"{TOR_FLOW_MARK:#x}"
+    out = [
+        *_sanity(),
+        _rule("-o lo", "RETURN"),
+        _rule("-d 127.0.0.0/8", "RETURN"),
+        # Two rules for nft's `ct mark set ct mark or … accept`: CONNMARK does not end the
+        # chain. `--set-xmark m/m` is how iptables-save prints `--or-mark m`.
+        _rule(uid, f"CONNMARK --set-xmark {mark}/{mark}"),
+        _rule(uid, "RETURN"),
+        _rule(f"-m connmark --mark {mark}/{mark}", "RETURN"),
+        _rule(f"-d {p.virtual_network}", admin, "blocked_other"),
+        _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
+        _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
+    ]
+    if p.allow_lan:
+        out += [_rule(f"-d {n}", "RETURN") for n in lan]
+        out.append(_rule("-p udp -m udp --sport 68 --dport 67", "RETURN"))
+    out += [
+        _rule("-p tcp", "REJECT --reject-with tcp-reset", "blocked_tcp"),
+        _rule("-p udp", admin, "blocked_udp"),
+        _rule("-p icmp", admin, "blocked_icmp"),
+        _rule("", admin, "blocked_other"),
+    ]
+    chains = [
+        Chain("nat", NAT, "OUTPUT", tuple(nat)),
+        Chain("filter", OUT, "OUTPUT", tuple(out)),
+        Chain("filter", FWD, "FORWARD", (_rule("", admin, "blocked_forward"),)),
+    ]
+    if p.block_incoming:
+        incoming = [
+            _rule("-i lo", "RETURN"),
+            _rule("-m conntrack --ctstate INVALID", "DROP"),
+            _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
+        ]
+        if p.allow_lan:
+            incoming.append(_rule("-p udp -m udp --sport 67 --dport 68", "RETURN"))
+        incoming.append(_rule("", "DROP", "blocked_incoming"))
+        chains.append(Chain("filter", IN, "INPUT", tuple(incoming)))
+    return tuple(chains)
+
+
+def _v6(p: Policy) -> tuple[Chain, ...]:
+    admin = "REJECT --reject-with icmp6-adm-prohibited"
+    out = [
+        *_sanity(),
+        _rule("-o lo", "RETURN"),
+        _rule("-d ::1/128", "RETURN"),
+        _rule("", admin, "blocked_ipv6"),
+    ]
+    chains = [
+        Chain("filter", OUT, "OUTPUT", tuple(out)),
+        Chain("filter", FWD, "FORWARD", (_rule("", admin, "blocked_forward"),)),
+    ]
+    if p.block_incoming:
+        # No DHCP rule: DHCPv4 ports mean nothing on IPv6, which we block whole.
+        incoming = (
+            _rule("-i lo", "RETURN"),
+            _rule("-m conntrack --ctstate INVALID", "DROP"),
+            _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
+            _rule("", "DROP", "blocked_incoming"),
+        )
+        chains.append(Chain("filter", IN, "INPUT", incoming))
+    return tuple(chains)
+
+
+def chains(p: Policy, family: int) -> tuple[Chain, ...]:
+    """The chains we want for one family (4 or 6)."""
+    return _v4(p) if family == 4 else _v6(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is there: iptables-save text, read only as far as we need it.
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int  # position in the saved text: identical rules are still different rules
+    table: str
+    chain: str
+    spec: str  # the saved text after "-A CHAIN ", quoting untouched, so "-D" matches it
+    comments: tuple[str, ...]
+    target: str | None
+    packets: int
+    bytes: int
+
+    @property
+    def marked(self) -> bool:
+        """Tagged as ours: a comment that is exactly the marker, not one mentioning it."""
+        return MARKER in self.comments
+
+
+@dataclass(frozen=True)
+class Saved:
+    tables: tuple[str, ...]
+    chains: dict[str, tuple[str, ...]]  # table → chain names declared in it
+    rules: tuple[Rule, ...]
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # unbalanced quotes: never ours, still must not crash teardown
+        return text.split()
+
+
+def _read_spec(tokens: list[str]) -> tuple[tuple[str, ...], str | None]:
+    comments: list[str] = []
+    module = None
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        value = tokens[i + 1] if i + 1 < len(tokens) else None
+        if token in ("-m", "--match"):
+            module = value
+            i += 2
+        elif token == "--comment" and module == "comment" and value is not None:
+            comments.append(value)
+            i += 2
+        elif token in ("-j", "--jump", "-g", "--goto"):
+            return tuple(comments), value  # target options follow: not ours to read
+        else:
+            i += 1
+    return tuple(comments), None
+
+
+def parse(text: str) -> Saved:
+    tables: list[str] = []
+    declared: dict[str, list[str]] = {}
+    rules: list[Rule] = []
+    table = ""
+    for index, raw in enumerate(text.splitlines()):
+        line = raw.strip()
+        if line.startswith("*"):
+            table = line[1:]
+            tables.append(table)
+            declared.setdefault(table, [])
+        elif line.startswith(":"):
+            declared.setdefault(table, []).append(line[1:].split()[0])
+        else:
+            packets = size = 0
+            counts = _COUNTS.match(line)
+            if counts:
+                packets, size = int(counts[1]), int(counts[2])
+                line = line[counts.end():]
+            parts = line.split(None, 2)
+            if len(parts) < 2 or parts[0] != "-A":
+                continue
+            spec = parts[2] if len(parts) == 3 else ""
+            comments, target = _read_spec(_split(spec))
+            rules.append(Rule(index, table, parts[1], spec, comments, target, packets, size))
+    return Saved(tuple(tables), {t: tuple(c) for t, c in declared.items()}, tuple(rules))
+
+
+# ---------------------------------------------------------------------------------------------
+# From what is there to what we want, in one script per family.
+
+
+def _kept_jump(saved: Saved, chain: Chain) -> Rule | None:
+    """Our jump, if it is already the first rule of its hook and the only marked one there."""
+    hook = [r for r in saved.rules if r.table == chain.table and r.chain == chain.hook]
+    if hook and hook[0].spec == _jump(chain) and [r for r in hook if r.marked] == hook[:1]:
+        return hook[0]
+    return None
+
+
+def _table_lines(saved: Saved, table: str, want: tuple[Chain, ...]) -> list[str]:
+    wanted = [c for c in want if c.table == table]
+    names = {c.name for c in wanted}
+    stale = [n for n in CHAINS if n in saved.chains.get(table, ()) and n not in names]
+    kept = {c.name: _kept_jump(saved, c) for c in wanted}
+    kept_rules = {r.index for r in kept.values() if r is not None}
+    # Marked rules anywhere outside our chains, and any rule still pointing at a chain we
+    # remove (else -X fails); never other rules.
+    doomed = [
+        r for r in saved.rules
+        if r.table == table and r.chain not in CHAINS and r.index not in kept_rules
+        and (r.marked or r.target in stale)
+    ]
+    if not (wanted or doomed or stale):
+        return []
+    lines = [f"*{table}"]
+    # Declaring a user chain under --noflush flushes it if it exists: a full, atomic replace.
+    lines += [f":{c.name} - [0:0]" for c in wanted]
+    lines += [f"-D {r.chain} {r.spec}" for r in doomed]
+    for n in stale:
+        lines += [f"-F {n}", f"-X {n}"]
+    for c in wanted:
+        lines += [f"-A {c.name} {rule}" for rule in c.rules]
+    lines += [f"-I {c.hook} 1 {_jump(c)}" for c in wanted if kept[c.name] is None]
+    return [*lines, "COMMIT"]
+
+
+def _script(saved: Saved, want: tuple[Chain, ...], order: tuple[str, ...]) -> str:
+    tables = dict.fromkeys([*order, *saved.tables])
+    lines = [line for table in tables for line in _table_lines(saved, table, want)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# Each COMMIT is its own transaction (both variants keep an earlier table when a later one
+# fails), so blocking comes up before redirecting and goes down after it.
+_UP = ("filter", "nat")
+_DOWN = ("nat", "filter")
+
+
+def render(p: Policy, *, variant: Backend, saved_v4: str, saved_v6: str) -> tuple[Script, ...]:
+    """(IPv6 script, IPv4 script): the family that only blocks goes first."""
+    return tuple(
+        Script(restore_argv(variant, family), _script(parse(saved), chains(p, family), _UP))
+        for family, saved in ((6, saved_v6), (4, saved_v4))
+    )
+
+
+def teardown(*, variant: Backend, saved_v4: str, saved_v6: str) -> tuple[Script, ...]:
+    """Remove what is ours, IPv4 first so IPv6 stays blocked to the end; () if nothing is."""
+    scripts = []
+    for family, saved in ((4, saved_v4), (6, saved_v6)):
+        text = _script(parse(saved), (), _DOWN)
+        if text:
+            scripts.append(Script(restore_argv(variant, family), text))
+    return tuple(scripts)
+
+
+def _counted(rules: Iterable[Rule]) -> Iterable[tuple[str, Rule]]:
+    prefix = f"{MARKER}:"
+    for rule in rules:
+        if rule.chain in CHAINS:
+            for comment in rule.comments:
+                name = comment.removeprefix(prefix)
+                if comment.startswith(prefix) and name in COUNTERS:
+                    yield name, rule
+
+
+def parse_counters(saved_v4: str, saved_v6: str) -> dict[str, dict[str, int]]:
+    """`iptables-save -c` texts → {name: {packets, bytes}}; {} when no chain of ours exists."""
+    saves = [parse(saved_v4), parse(saved_v6)]
+    if not any(n in CHAINS for s in saves for names in s.chains.values() for n in names):
+        return {}
+    result = {name: {"packets": 0, "bytes": 0} for name in COUNTERS}
+    for name, rule in _counted(r for s in saves for r in s.rules):
+        result[name]["packets"] += rule.packets
+        result[name]["bytes"] += rule.bytes
+    return result
