@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import IO, Any
 
 from netspectre.errors import CommandFailed, MissingTool
 
@@ -32,8 +34,11 @@ class Result:
     stderr: str
 
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def which(name: str) -> str | None:
-    return shutil.which(name, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return shutil.which(name, path=os.environ.get("PATH") or DEFAULT_PATH)
 
 
 def require(name: str) -> str:
@@ -71,3 +76,33 @@ def run(
     if check and proc.returncode != 0:
         raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
     return result
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdout: int | IO[Any] | None = subprocess.DEVNULL,
+    stderr: int | IO[Any] | None = subprocess.STDOUT,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running process (tor, the supervisor) without waiting; the caller owns it."""
+    if trace is not None:
+        trace(shlex.join(argv) + " &")
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            start_new_session=new_session,
+            close_fds=True,
+        )
+    except FileNotFoundError as exc:
+        name = argv[0].rsplit("/", 1)[-1]
+        raise MissingTool(
+            f"`{name}` not found", INSTALL_HINTS.get(name, f"install {name}")
+        ) from exc
