@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_config(path: str | None) -> Config:
     from netspectre import config
+    from netspectre.errors import ConfigError
 
     target = path or DEFAULT_CONFIG
     try:
@@ -58,11 +59,11 @@ def _load_config(path: str | None) -> Config:
     except FileNotFoundError:
         if path is None:
             return config.Config()
-        raise config.ConfigError(
+        raise ConfigError(
             f"config file {target} not found", "check the --config path"
         ) from None
     except OSError as exc:
-        raise config.ConfigError(f"cannot read config {target}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config {target}: {exc.strerror}") from None
     return config.parse(text, path=target)
 
 
@@ -183,8 +184,10 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         data = commands.newnym(ctx)
         out.report(data, _fmt_kv("newnym:", data))
     elif args.command == "verify":
-        data = commands.verify(ctx)  # type: ignore[attr-defined]
-        out.report(data, _fmt_kv("verify:", data))
+        data = commands.verify(ctx)
+        out.report(data, "\n".join(
+            f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}"
+            + (f" — {c['detail']}" if c["detail"] else "") for c in data["checks"]))
         return 0 if data.get("ok") else 1
     elif args.command == "_supervise":
         return commands.supervise(ctx)

@@ -139,7 +139,7 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
         except Error as exc:
             failures.append(exc)
         pinned = Backend(current.backend) if current is not None else None
-        failures += firewall.remove_everywhere(pinned) if pinned is None else _remove(pinned)
+        failures += firewall.remove_everywhere(pinned)
         restored: dict[str, str] = {}
         if current is not None:
             for key, value in sysctl.restore_order(current.sysctls):
@@ -158,14 +158,6 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
         "sysctls_restored": restored,
         "notes": notes,
     }
-
-
-def _remove(backend: Backend) -> list[Error]:
-    try:
-        firewall.remove(backend)
-    except Error as exc:
-        return [exc]
-    return []
 
 
 def restart(ctx: Context) -> dict[str, Any]:
@@ -266,3 +258,41 @@ def myip(ctx: Context) -> dict[str, Any]:
 
 def supervise(ctx: Context) -> int:
     return service.supervise(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]
+
+
+def verify(ctx: Context) -> dict[str, Any]:
+    """Is what is in force exactly our policy? Ruleset, sysctls, Tor's ports."""
+    require_root("verify")
+    config, p = ctx.config, ctx.paths
+    current = _load_current(p)
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str = "") -> None:
+        checks.append({"check": name, "ok": ok, "detail": detail})
+
+    check("state: active", current is not None and current.phase is Phase.ACTIVE,
+          "no state" if current is None else current.phase.value)
+    if current is not None:
+        backend = Backend(current.backend)
+        policy = build(config, probe(config))
+        live, want = firewall.ours(backend), firewall.expected(backend, policy)
+        detail = "" if live == want else _first_difference(want, live)
+        check(f"ruleset in force equals the policy ({backend.value})", live == want, detail)
+        if policy.disable_ipv6:
+            values = sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
+            on = sorted(k.split("/")[-2] for k, v in values.items() if v != "1")
+            check("IPv6 disabled on every interface", not on,
+                  "enabled on: " + ", ".join(on) if on else "")
+    tor = service.status(config, p, current.tor if current else None)
+    for key in ("trans_port_listening", "dns_port_listening"):
+        if key in tor:
+            check(key.replace("_", " "), bool(tor[key]))
+    return {"ok": all(c["ok"] for c in checks), "checks": checks}
+
+
+def _first_difference(want: str, live: str) -> str:
+    import difflib
+
+    diff = [d for d in difflib.unified_diff(want.splitlines(), live.splitlines(), lineterm="",
+                                            n=0) if d[:1] in "+-" and d[:3] not in ("+++", "---")]
+    return "; ".join(diff[:4])

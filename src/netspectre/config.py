@@ -118,7 +118,7 @@ def _number(key: str, value: object, *, minimum: float) -> float:
 
 
 def _enum(key: str, value: object, enum: type[Enum]) -> Any:
-    choices = ", ".join(repr(m.value) for m in enum)  # type: ignore[var-annotated]
+    choices = ", ".join(repr(m.value) for m in enum)
     if not isinstance(value, str):
         raise _bad(key, value, f"must be one of {choices}")
     try:

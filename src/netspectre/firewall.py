@@ -92,14 +92,37 @@ def remove(backend: Backend) -> None:
     _run_scripts(iptables.teardown(variant=backend, saved_v4=v4, saved_v6=v6))
 
 
+def _may_hold_ours(backend: Backend) -> bool:
+    """Cheap evidence that a backend could hold rules of ours (skips needless saves in `stop`)."""
+    if backend is Backend.IPTABLES_LEGACY:
+        names = ""
+        for path in ("/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"):
+            try:
+                with open(path) as f:
+                    names += f.read()
+            except OSError:
+                continue
+        return bool(names.strip())
+    if backend is Backend.IPTABLES_NFT and system.which("nft"):
+        tables = system.run(["nft", "list", "tables"], check=False).stdout
+        return any(f"table {fam} {t}" in tables for fam in ("ip", "ip6")
+                   for t in ("filter", "nat"))
+    return True
+
+
 def remove_everywhere(first: Backend | None) -> list[Error]:
-    """Sweep every backend (the pinned one first); collect failures instead of stopping."""
+    """Sweep every backend (the pinned one first); collect failures instead of stopping.
+
+    Even with a pinned backend the others are swept: a `restart` that switched backends and
+    was killed half-way leaves rules in two places.
+    """
     order = [first] if first else []
     order += [b for b in Backend if b is not first]
     failures: list[Error] = []
     for backend in order:
         try:
-            remove(backend)
+            if backend is first or _may_hold_ours(backend):
+                remove(backend)
         except Error as exc:
             failures.append(exc)
     return failures
@@ -129,3 +152,66 @@ def counters(backend: Backend) -> dict[str, dict[str, int]]:
 
     v4, v6 = _iptables_saves(backend, counters=True)
     return iptables.parse_counters(v4, v6)
+
+
+def _normalise(listing: str) -> str:
+    """Drop what changes at run time (counter values, handles, generated comments)."""
+    import re
+
+    lines = []
+    for line in listing.splitlines():
+        line = re.sub(r"(counter\b[^\n]*?)packets \d+ bytes \d+", r"\1", line)
+        line = re.sub(r"\[\d+:\d+\]", "[0:0]", line)
+        line = re.sub(r"\s+# handle \d+", "", line).rstrip()
+        if line.startswith("#") or not line.strip():
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def ours(backend: Backend) -> str:
+    """The part of the live ruleset that is ours, as the kernel reports it, normalised."""
+    if backend is Backend.NFT:
+        proc = system.run(["nft", "list", "table", "inet", TABLE], check=False)
+        return _normalise(proc.stdout) if proc.returncode == 0 else ""
+    v4, v6 = _iptables_saves(backend)
+    return _ours_iptables(v4, v6)
+
+
+def _ours_iptables(v4: str, v6: str) -> str:
+    from netspectre.policy import MARKER
+
+    keep = []
+    for family, text in (("ipv4", v4), ("ipv6", v6)):
+        for line in _normalise(text).splitlines():
+            if "NETSPECTRE" in line or f'"{MARKER}' in line or f" {MARKER}:" in line:
+                keep.append(f"{family} {line}")
+    return "\n".join(keep) + "\n"
+
+
+def expected(backend: Backend, policy: Policy) -> str:
+    """What the kernel would report for our rendered policy, from a throwaway namespace."""
+    system.require("unshare")
+    if backend is Backend.NFT:
+        from netspectre.backends import nft
+
+        # Listed by a second nft: inside the loading batch, sets print as raw interval ends.
+        out = system.run(
+            ["unshare", "--net", "sh", "-c", f"nft -f - && nft list table inet {TABLE}"],
+            input=nft.render(policy)[0].text,
+        ).stdout
+        return _normalise(out)
+    from netspectre.backends import iptables
+
+    scripts = iptables.render(policy, variant=backend, saved_v4="", saved_v6="")
+    saved = []
+    for family in (4, 6):
+        script = next(s for s in scripts if s.argv[0].startswith("ip6" if family == 6 else "ipt"))
+        save = " ".join(iptables.save_argv(backend, family))
+        # Fixed argv, no user input in the shell text: restore then save in one namespace.
+        out = system.run(
+            ["unshare", "--net", "sh", "-c", f"{' '.join(script.argv)} && {save}"],
+            input=script.text,
+        ).stdout
+        saved.append(out)
+    return _ours_iptables(saved[0], saved[1])
