@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -37,11 +38,9 @@ class Incoming(StrEnum):
     ALLOW = "allow"
 
 
-DEFAULT_LAN: tuple[Network, ...] = (
-    ipaddress.ip_network("10.0.0.0/8"),
-    ipaddress.ip_network("172.16.0.0/12"),
-    ipaddress.ip_network("192.168.0.0/16"),
-)
+# CIDR strings in canonical form: users list thousands of networks, and 10,000 ipaddress
+# objects cost more than the whole nft commit (see bench/perf.py).
+DEFAULT_LAN: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class TorConfig:
 @dataclass(frozen=True)
 class FirewallConfig:
     backend: BackendName = BackendName.AUTO
-    lan: tuple[Network, ...] = DEFAULT_LAN
+    lan: tuple[str, ...] = DEFAULT_LAN  # canonical CIDRs, IPv4 and IPv6
     allow_lan: bool = True
     ipv6: Ipv6Mode = Ipv6Mode.DISABLE
     incoming: Incoming = Incoming.BLOCK
@@ -139,6 +138,22 @@ def _network(key: str, value: object) -> Network:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         raise _bad(key, value, f"not a CIDR network ({exc})") from None
+
+
+def _cidr(key: str, value: object) -> str:
+    """Validate a CIDR quickly (inet_pton); fall back to ipaddress for the error message."""
+    text = _str(key, value)
+    addr, slash, length = text.partition("/")
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    bits = 128 if family == socket.AF_INET6 else 32
+    try:
+        packed = socket.inet_pton(family, addr)
+        prefix = int(length) if slash and length.isdigit() else -1
+        if not 0 <= prefix <= bits or int.from_bytes(packed, "big") & ((1 << (bits - prefix)) - 1):
+            raise ValueError
+    except (OSError, ValueError):
+        return str(_network(key, value))  # raises with ipaddress's explanation
+    return f"{socket.inet_ntop(family, packed)}/{prefix}"
 
 
 def _user(key: str, value: object) -> str:
@@ -258,7 +273,7 @@ def _firewall(f: dict[str, Any]) -> FirewallConfig:
         raise _bad("firewall.lan", lan_raw, "must be a list of CIDR strings")
     return FirewallConfig(
         backend=_enum("firewall.backend", f.get("backend", d.backend.value), BackendName),
-        lan=tuple(_network("firewall.lan", x) for x in lan_raw),
+        lan=tuple(_cidr("firewall.lan", x) for x in lan_raw),
         allow_lan=_bool("firewall.allow_lan", f.get("allow_lan", d.allow_lan)),
         ipv6=_enum("firewall.ipv6", f.get("ipv6", d.ipv6.value), Ipv6Mode),
         incoming=_enum("firewall.incoming", f.get("incoming", d.incoming.value), Incoming),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 
 from netspectre.config import Config, Incoming, Ipv6Mode
@@ -35,8 +36,8 @@ class Policy:
     trans_port: int
     dns_port: int
     virtual_network: ipaddress.IPv4Network
-    lan4: tuple[ipaddress.IPv4Network, ...]
-    lan6: tuple[ipaddress.IPv6Network, ...]
+    lan4: tuple[str, ...]  # canonical CIDRs, deduplicated, sorted
+    lan6: tuple[str, ...]
     allow_lan: bool
     block_incoming: bool
     disable_ipv6: bool
@@ -48,22 +49,38 @@ class Policy:
             "trans_port": self.trans_port,
             "dns_port": self.dns_port,
             "virtual_network": str(self.virtual_network),
-            "lan": [str(n) for n in (*self.lan4, *self.lan6)],
+            "lan": [*self.lan4, *self.lan6],
             "allow_lan": self.allow_lan,
             "incoming": "block" if self.block_incoming else "allow",
             "ipv6": "disable" if self.disable_ipv6 else "block",
         }
 
 
+def _cidr_key(cidr: str) -> tuple[int, int, int]:
+    addr, _, length = cidr.partition("/")
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    return (family, int.from_bytes(socket.inet_pton(family, addr), "big"), int(length))
+
+
+def by_prefix(cidrs: tuple[str, ...]) -> dict[int, list[str]]:
+    """Group networks by prefix length: each group is an exact-match set behind one mask.
+
+    Hash sets load ~3x faster than one interval set in nft 1.0.6 and need no merging of
+    overlapping ranges; there are at most 33 (IPv4) or 129 (IPv6) groups.
+    """
+    groups: dict[int, list[str]] = {}
+    for cidr in cidrs:
+        addr, _, length = cidr.partition("/")
+        groups.setdefault(int(length), []).append(addr)
+    return dict(sorted(groups.items()))
+
+
 def build(config: Config, facts: HostFacts) -> Policy:
-    """The policy for this config on this host. LAN ranges are merged (sets reject overlaps)."""
+    """The policy for this config on this host."""
     fw = config.firewall
-    lan4 = tuple(
-        ipaddress.collapse_addresses(n for n in fw.lan if isinstance(n, ipaddress.IPv4Network))
-    )
-    lan6 = tuple(
-        ipaddress.collapse_addresses(n for n in fw.lan if isinstance(n, ipaddress.IPv6Network))
-    )
+    unique = sorted(set(fw.lan), key=_cidr_key)
+    lan4 = tuple(n for n in unique if ":" not in n)
+    lan6 = tuple(n for n in unique if ":" in n)
     return Policy(
         tor_uid=facts.tor_uid,
         tor_user=facts.tor_user,

@@ -16,7 +16,7 @@ def test_empty_file_gives_netspectre_defaults() -> None:
     assert c.tor.mode is TorMode.MANAGED
     assert (c.tor.trans_port, c.tor.dns_port) == (9040, 9053)
     assert c.tor.virtual_network == ipaddress.ip_network("10.192.0.0/10")
-    assert [str(n) for n in c.firewall.lan] == ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    assert c.firewall.lan == ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
     assert c.firewall.allow_lan is True
     assert c.firewall.ipv6 is Ipv6Mode.DISABLE
     assert c.firewall.incoming is Incoming.BLOCK
@@ -41,10 +41,7 @@ incoming = "allow"
 """
     )
     assert c.tor.mode is TorMode.SYSTEM and c.tor.user == "debian-tor"
-    assert c.firewall.lan == (
-        ipaddress.ip_network("198.51.100.0/24"),
-        ipaddress.ip_network("2001:db8::/32"),
-    )
+    assert c.firewall.lan == ("198.51.100.0/24", "2001:db8::/32")
     assert c.firewall.backend is BackendName.IPTABLES
     assert c.firewall.ipv6 is Ipv6Mode.BLOCK and c.firewall.incoming is Incoming.ALLOW
 
@@ -82,6 +79,23 @@ def test_invalid_values_are_rejected_naming_key_and_value(text: str, needle: str
     with pytest.raises(ConfigError) as info:
         config.parse(text, path="/etc/netspectre/netspectre.toml")
     assert needle in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("given", "canonical"),
+    [("2001:DB8:0::/32", "2001:db8::/32"), ("198.51.100.0/24", "198.51.100.0/24"),
+     ("0.0.0.0/0", "0.0.0.0/0")],
+)
+def test_lan_cidrs_are_canonical(given: str, canonical: str) -> None:
+    assert config.parse(f'[firewall]\nlan = ["{given}"]').firewall.lan == (canonical,)
+
+
+@pytest.mark.parametrize("bad", ["198.51.100.0/33", "198.51.100.0/x",
+                                 "2001:db8::1/32", "1.2.3/24", ""])
+def test_bad_lan_cidrs(bad: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(f'[firewall]\nlan = ["{bad}"]')
+    assert f"firewall.lan = {bad!r}" in info.value.message
 
 
 def test_unknown_key_error_lists_known_keys() -> None:

@@ -13,14 +13,15 @@ from netspectre.errors import StateError
 from netspectre.state import Phase, State
 
 
-def test_lan_ranges_are_split_by_family_and_merged() -> None:
+def test_lan_ranges_are_split_by_family_deduplicated_and_sorted() -> None:
     c = config.parse(
-        '[firewall]\nlan = ["198.51.100.0/25", "198.51.100.128/25", "2001:db8::/48",'
-        ' "2001:db8::/32", "203.0.113.0/24"]'
+        '[firewall]\nlan = ["203.0.113.0/24", "198.51.100.128/25", "2001:db8::/48",'
+        ' "198.51.100.0/25", "2001:db8::/32", "203.0.113.0/24"]'
     )
     p = policy.build(c, policy.HostFacts(tor_uid=102, tor_user="debian-tor"))
-    assert [str(n) for n in p.lan4] == ["198.51.100.0/24", "203.0.113.0/24"]
-    assert [str(n) for n in p.lan6] == ["2001:db8::/32"]
+    assert p.lan4 == ("198.51.100.0/25", "198.51.100.128/25", "203.0.113.0/24")
+    assert p.lan6 == ("2001:db8::/32", "2001:db8::/48")
+    assert policy.by_prefix(p.lan4) == {24: ["203.0.113.0"], 25: ["198.51.100.0", "198.51.100.128"]}
 
 
 def test_nat_priority_runs_before_docker_and_after_conntrack() -> None:

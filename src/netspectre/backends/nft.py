@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import socket
 
 from netspectre.backends import COUNTERS, Script
-from netspectre.policy import FILTER_PRIORITY, NAT_PRIORITY, TABLE, Policy
+from netspectre.policy import FILTER_PRIORITY, NAT_PRIORITY, TABLE, Policy, by_prefix
 
 ARGV = ("nft", "-f", "-")
 CHECK_ARGV = ("nft", "-c", "-f", "-")
@@ -27,15 +27,26 @@ BAD_TCP_FLAGS = (
 )
 
 
-def _elements(nets: Iterable[object]) -> str:
-    return ", ".join(str(n) for n in nets)
+def _mask(family: int, prefix: int) -> str:
+    bits = 32 if family == 4 else 128
+    value = ((1 << prefix) - 1) << (bits - prefix)
+    return socket.inet_ntop(
+        socket.AF_INET if family == 4 else socket.AF_INET6, value.to_bytes(bits // 8, "big")
+    )
 
 
-def _set(name: str, kind: str, nets: tuple[object, ...]) -> list[str]:
-    lines = [f"\tset {name} {{", f"\t\ttype {kind}", "\t\tflags interval"]
-    if nets:
-        lines.append(f"\t\telements = {{ {_elements(nets)} }}")
-    return [*lines, "\t}"]
+def _lan_sets(p: Policy) -> tuple[list[str], list[str]]:
+    """Named sets, one per (family, prefix length), and the match expression for each."""
+    sets: list[str] = []
+    matches: list[str] = []
+    for family, nets in ((4, p.lan4), (6, p.lan6)):
+        ip, kind = ("ip", "ipv4_addr") if family == 4 else ("ip6", "ipv6_addr")
+        for prefix, addrs in by_prefix(nets).items():
+            name = f"lan{family}_{prefix}"
+            sets += [f"\tset {name} {{", f"\t\ttype {kind}",
+                     f"\t\telements = {{ {', '.join(addrs)} }}", "\t}"]
+            matches.append(f"{ip} daddr & {_mask(family, prefix)} @{name}")
+    return sets, matches
 
 
 def _chain(name: str, header: str, rules: list[str]) -> list[str]:
@@ -46,13 +57,15 @@ def table(p: Policy) -> str:
     """The full definition of our table (without the replace preamble)."""
     uid = p.tor_uid
     vnet = p.virtual_network
+    sets, lan = _lan_sets(p)
+    lan4 = [m for m in lan if m.startswith("ip ")]
     nat = [
         f"meta skuid {uid} return",
         "meta nfproto != ipv4 return",
         f"udp dport 53 counter name dns_redirected redirect to :{p.dns_port}",
         f"ip daddr {vnet} meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
         "fib daddr type local return",
-        "ip daddr @lan4 return",
+        *(f"{m} return" for m in lan4),
         f"meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
     ]
     out = [
@@ -61,18 +74,15 @@ def table(p: Policy) -> str:
         "oifname \"lo\" accept",
         "ip daddr 127.0.0.0/8 accept",
         "ip6 daddr ::1 accept",
-        "meta nfproto ipv6 counter name blocked_ipv6 reject with icmpx type admin-prohibited",
-        f"meta skuid {uid} ct mark set ct mark or {TOR_FLOW_MARK:#010x} accept",
+        f"meta skuid {uid} meta nfproto ipv4 ct mark set ct mark or {TOR_FLOW_MARK:#010x} accept",
         f"ct mark and {TOR_FLOW_MARK:#010x} == {TOR_FLOW_MARK:#010x} accept",
         f"ip daddr {vnet} counter name blocked_other reject with icmpx type admin-prohibited",
         "th dport 53 counter name blocked_dns reject with icmpx type admin-prohibited",
     ]
     if p.allow_lan:
-        out += [
-            "ip daddr @lan4 accept",
-            "udp sport 68 udp dport 67 accept",
-        ]
+        out += [*(f"{m} accept" for m in lan), "udp sport 68 udp dport 67 accept"]
     out += [
+        "meta nfproto ipv6 counter name blocked_ipv6 reject with icmpx type admin-prohibited",
         "meta l4proto tcp counter name blocked_tcp reject with tcp reset",
         "meta l4proto udp counter name blocked_udp reject with icmpx type admin-prohibited",
         "meta l4proto icmp counter name blocked_icmp reject with icmpx type admin-prohibited",
@@ -81,7 +91,9 @@ def table(p: Policy) -> str:
     forward = ["counter name blocked_forward reject with icmpx type admin-prohibited"]
     lines = [f"table inet {TABLE} {{"]
     lines += [f"\tcounter {name} {{\n\t}}" for name in COUNTERS]
-    lines += _set("lan4", "ipv4_addr", p.lan4 if p.allow_lan else ())
+    # LAN sets are rendered even when allow_lan is false: nat must still not torify LAN TCP
+    # (the filter then refuses it), so a LAN host never sees it arrive from a Tor exit.
+    lines += sets
     lines += _chain(
         "nat_output", f"type nat hook output priority {NAT_PRIORITY}; policy accept;", nat
     )
