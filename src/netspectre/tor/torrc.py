@@ -1,0 +1,112 @@
+"""Config + paths + facts → the managed tor's torrc text. Pure (plugin lookup is passed in)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from netspectre.config import Config
+from netspectre.errors import ConfigError
+from netspectre.paths import Paths
+from netspectre.policy import HostFacts
+from netspectre.tor import bridges
+from netspectre.tor.layout import Files
+
+HEADER = (
+    "# Written by netspectre for the tor it runs; rewritten by every `netspectre start`.\n"
+    "# Change [tor] in /etc/netspectre/netspectre.toml (torrc_extra for other options).\n"
+)
+
+# Options netspectre sets itself: the firewall, `stop` and the control client depend on their
+# values, so torrc_extra may not change them. Tor matches option names case-insensitively.
+MANAGED: Mapping[str, str] = {
+    "user": "set tor.user",
+    "runasdaemon": "the supervisor needs tor in the foreground",
+    "datadirectory": "netspectre keeps it under /var/lib/netspectre/tor",
+    "pidfile": "netspectre writes it",
+    "controlsocket": "netspectre's control client uses its own socket",
+    "cookieauthentication": "netspectre's control client authenticates with the cookie",
+    "cookieauthfile": "netspectre's control client reads the cookie it configured",
+    "socksport": "set tor.socks_port",
+    "transport": "set tor.trans_port",
+    "dnsport": "set tor.dns_port",
+    "virtualaddrnetworkipv4": "set tor.virtual_network",
+    "automaphostsonresolve": "the firewall's .onion routing needs it on",
+    "automaphostonresolve": "the firewall's .onion routing needs it on",
+    "transproxytype": "the firewall redirects with NAT, Tor's default",
+    "usebridges": "list bridges in tor.bridges",
+    "bridge": "list bridges in tor.bridges",
+}
+
+# Not set: __OwningControllerProcess. It would make tor exit when the supervisor dies, so a
+# crashed supervisor would take Tor down with it; a tor that outlives its supervisor keeps
+# traffic flowing, and `stop` still finds and ends it through the pid files.
+
+
+def option(line: str) -> str:
+    return line.split(None, 1)[0].lower()
+
+
+def check_extra(lines: tuple[str, ...]) -> None:
+    for line in lines:
+        name = option(line)
+        if name in MANAGED:
+            raise ConfigError(
+                f"tor.torrc_extra may not set {line.split()[0]}: netspectre manages it",
+                MANAGED[name],
+            )
+
+
+def _path(value: object) -> str:
+    text = str(value)
+    if any(c.isspace() or c in "\"'\\#" for c in text):
+        raise ConfigError(
+            f"path {text!r} cannot be written into a torrc (whitespace, quote or #)",
+            "set NETSPECTRE_RUN_DIR / NETSPECTRE_LIB_DIR to plain paths",
+        )
+    return text
+
+
+def render(
+    config: Config,
+    paths: Paths,
+    facts: HostFacts,
+    *,
+    which: Callable[[str], str | None] = lambda name: None,
+) -> str:
+    """The whole torrc. `which` finds pluggable-transport binaries (system.which in real use)."""
+    tor = config.tor
+    files = Files.of(paths)
+    check_extra(tor.torrc_extra)
+    lines = [
+        f"User {facts.tor_user}",
+        "RunAsDaemon 0",
+        f"DataDirectory {_path(files.data)}",
+        f"PidFile {_path(files.daemon_pid)}",
+        f"Log notice file {_path(files.notice_log)}",
+        f"ControlSocket {_path(files.control)}",
+        "CookieAuthentication 1",
+        f"CookieAuthFile {_path(files.cookie)}",
+        "",
+        "# What the firewall redirects to; .onion names resolve into the virtual network.",
+        f"SocksPort 127.0.0.1:{tor.socks_port} ExtendedErrors",
+        f"TransPort 127.0.0.1:{tor.trans_port}",
+        f"DNSPort 127.0.0.1:{tor.dns_port}",
+        f"VirtualAddrNetworkIPv4 {tor.virtual_network}",
+        "AutomapHostsOnResolve 1",
+        "AutomapHostsSuffixes .onion,.exit",
+    ]
+    parsed = bridges.parse_all(tor.bridges)
+    if parsed:
+        provided = [
+            t
+            for line in tor.torrc_extra
+            if option(line) == "clienttransportplugin" and len(line.split()) > 1
+            for t in line.split()[1].split(",")
+        ]
+        lines += ["", "# [tor] bridges", "UseBridges 1"]
+        for binary, transports in bridges.plugins(parsed, which, provided=provided).items():
+            lines.append(f"ClientTransportPlugin {','.join(transports)} exec {_path(binary)}")
+        lines += [f"Bridge {b.line()}" for b in parsed]
+    if tor.torrc_extra:
+        lines += ["", "# [tor] torrc_extra", *tor.torrc_extra]
+    return HEADER + "\n" + "\n".join(lines) + "\n"
