@@ -104,7 +104,6 @@ def _sanity() -> list[str]:
 # ever reaches the rest of the built-in chain.
 def _v4(p: Policy) -> tuple[Chain, ...]:
     uid = f"-m owner --uid-owner {p.tor_uid}"
-    lan = p.lan4 if p.allow_lan else ()
     trans = f"REDIRECT --to-ports {p.trans_port}"
     admin = "REJECT --reject-with icmp-admin-prohibited"
     nat = [
@@ -112,8 +111,9 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-p udp -m udp --dport 53", f"REDIRECT --to-ports {p.dns_port}", "dns_redirected"),
         _rule(f"-d {p.virtual_network} -p tcp", trans, "tcp_torified"),
         _rule("-m addrtype --dst-type LOCAL", "RETURN"),
-        # One rule per range: ipset is not assumed to exist (nft uses an interval set).
-        *(_rule(f"-d {n}", "RETURN") for n in lan),
+        # Even without allow_lan: LAN TCP is refused by the filter, never torified (so a LAN
+        # host never sees it arrive from an exit). One rule per range: no ipset assumed.
+        *(_rule(f"-d {n}", "RETURN") for n in p.lan4),
         _rule("-p tcp", trans, "tcp_torified"),
     ]
     mark = f"{TOR_FLOW_MARK:#x}"
@@ -131,7 +131,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     if p.allow_lan:
-        out += [_rule(f"-d {n}", "RETURN") for n in lan]
+        out += [_rule(f"-d {n}", "RETURN") for n in p.lan4]
         out.append(_rule("-p udp -m udp --sport 68 --dport 67", "RETURN"))
     out += [
         _rule("-p tcp", "REJECT --reject-with tcp-reset", "blocked_tcp"),
@@ -159,18 +159,23 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
 
 def _v6(p: Policy) -> tuple[Chain, ...]:
     admin = "REJECT --reject-with icmp6-adm-prohibited"
+    # Tor's user gets no IPv6 (nft: `meta skuid … meta nfproto ipv4`), so no flow mark either.
     out = [
         *_sanity(),
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
-        _rule("", admin, "blocked_ipv6"),
+        _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
+        _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
+    if p.allow_lan:
+        # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
+        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6]
+    out.append(_rule("", admin, "blocked_ipv6"))
     chains = [
         Chain("filter", OUT, "OUTPUT", tuple(out)),
         Chain("filter", FWD, "FORWARD", (_rule("", admin, "blocked_forward"),)),
     ]
     if p.block_incoming:
-        # No DHCP rule: DHCPv4 ports mean nothing on IPv6, which we block whole.
         incoming = (
             _rule("-i lo", "RETURN"),
             _rule("-m conntrack --ctstate INVALID", "DROP"),

@@ -1,0 +1,98 @@
+"""Rendered rulesets against golden files (tests/golden/). UPDATE_GOLDEN=1 rewrites them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from netspectre import config, policy
+from netspectre.backends import Backend, iptables, nft
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+SAVED = Path(__file__).resolve().parent / "data" / "saved"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor")
+
+CONFIGS = {
+    "default": "",
+    "no_lan": "[firewall]\nallow_lan = false\n",
+    "incoming_allow": '[firewall]\nincoming = "allow"\n',
+    "many_lan": """
+[tor]
+trans_port = 9140
+dns_port = 5353
+[firewall]
+lan = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.0/24", "100.64.0.0/10",
+       "169.254.0.0/16", "fd00::/8", "fe80::/10"]
+""",
+}
+
+
+def build(case: str) -> policy.Policy:
+    return policy.build(config.parse(CONFIGS[case]), FACTS)
+
+
+def saved(name: str) -> tuple[str, str]:
+    """(v4, v6) iptables-save texts captured from a namespace (see tests/unit/data/saved)."""
+    if not name:
+        return "", ""
+    return (SAVED / f"{name}.v4").read_text(), (SAVED / f"{name}.v6").read_text()
+
+
+def check_golden(path: Path, text: str) -> None:
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.exists(), f"{path} is missing: run the tests with UPDATE_GOLDEN=1"
+    assert text == path.read_text(), f"{path} differs (UPDATE_GOLDEN=1 accepts the change)"
+
+
+@pytest.mark.parametrize("case", CONFIGS)
+def test_nft_golden(case: str) -> None:
+    (script,) = nft.render(build(case))
+    assert script.argv == nft.ARGV
+    check_golden(GOLDEN / "nft" / f"{case}.nft", script.text)
+
+
+# case → (policy, the saved tables it is rendered against)
+IPTABLES_CASES = {
+    "default": ("default", ""),
+    "no_lan": ("no_lan", ""),
+    "incoming_allow": ("incoming_allow", ""),
+    "many_lan": ("many_lan", ""),
+    # Start next to docker: nothing of theirs is touched, our jumps go on top.
+    "foreign": ("default", "foreign-legacy"),
+    # Restart: chains are re-declared (= flushed), the jumps already in place are kept.
+    "jump_present": ("default", "active-legacy"),
+    # Restart after docker re-inserted its FORWARD jump above ours: ours moves back to the top.
+    "displaced": ("default", "displaced-legacy"),
+    # Restart with incoming = allow: NETSPECTRE-IN and its jump go away.
+    "incoming_changed": ("incoming_allow", "active-legacy"),
+}
+
+
+@pytest.mark.parametrize("case", IPTABLES_CASES)
+def test_iptables_golden(case: str) -> None:
+    config_case, saved_name = IPTABLES_CASES[case]
+    v4, v6 = saved(saved_name)
+    s6, s4 = iptables.render(
+        build(config_case), variant=Backend.IPTABLES_LEGACY, saved_v4=v4, saved_v6=v6
+    )
+    assert s6.argv == ("ip6tables-legacy-restore", "--noflush")
+    assert s4.argv == ("iptables-legacy-restore", "--noflush")
+    check_golden(GOLDEN / "iptables" / f"{case}.v4", s4.text)
+    check_golden(GOLDEN / "iptables" / f"{case}.v6", s6.text)
+
+
+@pytest.mark.parametrize("saved_name", ["active-legacy", "displaced-legacy"])
+def test_iptables_teardown_golden(saved_name: str) -> None:
+    v4, v6 = saved(saved_name)
+    s4, s6 = iptables.teardown(variant=Backend.IPTABLES_LEGACY, saved_v4=v4, saved_v6=v6)
+    assert s4.argv == ("iptables-legacy-restore", "--noflush")
+    assert s6.argv == ("ip6tables-legacy-restore", "--noflush")
+    case = "teardown_" + saved_name.removesuffix("-legacy")
+    check_golden(GOLDEN / "iptables" / f"{case}.v4", s4.text)
+    check_golden(GOLDEN / "iptables" / f"{case}.v6", s6.text)
