@@ -44,7 +44,10 @@ def connect_request(host: str, port: int) -> bytes:
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        name = host.encode("idna")
+        try:
+            name = host.encode("idna")
+        except UnicodeError:
+            raise SocksError(f"{host[:80]!r} is not a valid hostname") from None
         if not 0 < len(name) < 256:
             raise SocksError(f"hostname {host!r} is too long for SOCKS5") from None
         address = b"\x03" + bytes([len(name)]) + name
