@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from netspectre.backends import COUNTERS, Backend, Script
-from netspectre.backends.nft import BAD_TCP_FLAGS, TOR_FLOW_MARK
+from netspectre.backends.nft import BAD_TCP_FLAGS
 from netspectre.policy import MARKER, Policy
 
 NAT = "NETSPECTRE-NAT"
@@ -27,6 +27,8 @@ _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _COUNTS = re.compile(r"\[(\d+):(\d+)\]\s+")
 _NFT_FLAGS = re.compile(r"tcp flags & \(([a-z|]+)\) == ([a-z|]+|0x0)")
 _FLAG_ORDER = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
+# nft.ND_TYPES as ip6tables-save prints them (router/neighbour solicitation/advertisement).
+_ND6 = ("133", "134", "135", "136")
 
 
 def _tool(variant: Backend, family: int, verb: str) -> str:
@@ -116,23 +118,18 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         *(_rule(f"-d {n}", "RETURN") for n in p.lan4),
         _rule("-p tcp", trans, "tcp_torified"),
     ]
-    mark = f"{TOR_FLOW_MARK:#x}"
     out = [
         *_sanity(),
         _rule("-o lo", "RETURN"),
         _rule("-d 127.0.0.0/8", "RETURN"),
-        # Two rules for nft's `ct mark set ct mark or … accept`: CONNMARK does not end the
-        # chain. `--set-xmark m/m` is how iptables-save prints `--or-mark m`.
-        _rule(uid, f"CONNMARK --set-xmark {mark}/{mark}"),
         _rule(uid, "RETURN"),
-        _rule(f"-m connmark --mark {mark}/{mark}", "RETURN"),
         _rule(f"-d {p.virtual_network}", admin, "blocked_other"),
         _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     if p.allow_lan:
         out += [_rule(f"-d {n}", "RETURN") for n in p.lan4]
-        out.append(_rule("-p udp -m udp --sport 68 --dport 67", "RETURN"))
+        out.append(_rule("-d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67", "RETURN"))
     out += [
         _rule("-p tcp", "REJECT --reject-with tcp-reset", "blocked_tcp"),
         _rule("-p udp", admin, "blocked_udp"),
@@ -167,9 +164,11 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
-    if p.allow_lan:
+    nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for t in _ND6]
+    lan6 = p.allow_lan and bool(p.lan6)
+    if lan6:
         # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
-        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6]
+        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6] + nd
     out.append(_rule("", admin, "blocked_ipv6"))
     chains = [
         Chain("filter", OUT, "OUTPUT", tuple(out)),
@@ -180,6 +179,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
             _rule("-i lo", "RETURN"),
             _rule("-m conntrack --ctstate INVALID", "DROP"),
             _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
+            *(nd if lan6 else ()),
             _rule("", "DROP", "blocked_incoming"),
         )
         chains.append(Chain("filter", IN, "INPUT", incoming))

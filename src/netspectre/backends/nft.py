@@ -10,9 +10,8 @@ from netspectre.policy import FILTER_PRIORITY, NAT_PRIORITY, TABLE, Policy, by_p
 
 ARGV = ("nft", "-f", "-")
 CHECK_ARGV = ("nft", "-c", "-f", "-")
-# A bit of the conntrack mark for "this flow was opened by Tor's user": Tor's TIME_WAIT ACKs
-# and RSTs carry no socket owner, so they are recognised by their flow instead.
-TOR_FLOW_MARK = 0x00004E53
+# Neighbour discovery, needed only to reach IPv6 LAN ranges (ipv6 = "block", allow_lan).
+ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 
 # TCP flag combinations no real stack sends; the transproxy FIN/RST leak is caught by
 # `ct state invalid`, these catch crafted packets that conntrack would still track.
@@ -74,13 +73,18 @@ def table(p: Policy) -> str:
         "oifname \"lo\" accept",
         "ip daddr 127.0.0.0/8 accept",
         "ip6 daddr ::1 accept",
-        f"meta skuid {uid} meta nfproto ipv4 ct mark set ct mark or {TOR_FLOW_MARK:#010x} accept",
-        f"ct mark and {TOR_FLOW_MARK:#010x} == {TOR_FLOW_MARK:#010x} accept",
+        # Only packets with Tor's socket owner: its TIME_WAIT ACKs carry none and are refused.
+        # Marking Tor's flows in conntrack would let them out, but trusts a mark bit that any
+        # other software's --save-mark may set too.
+        f"meta skuid {uid} meta nfproto ipv4 accept",
         f"ip daddr {vnet} counter name blocked_other reject with icmpx type admin-prohibited",
         "th dport 53 counter name blocked_dns reject with icmpx type admin-prohibited",
     ]
     if p.allow_lan:
-        out += [*(f"{m} accept" for m in lan), "udp sport 68 udp dport 67 accept"]
+        out += [*(f"{m} accept" for m in lan),
+                "ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept"]
+        if p.lan6:
+            out.append(f"icmpv6 type {{ {', '.join(ND_TYPES)} }} accept")
     out += [
         "meta nfproto ipv6 counter name blocked_ipv6 reject with icmpx type admin-prohibited",
         "meta l4proto tcp counter name blocked_tcp reject with tcp reset",
@@ -110,7 +114,9 @@ def table(p: Policy) -> str:
             "ct state established,related accept",
         ]
         if p.allow_lan:
-            incoming.append("udp sport 67 udp dport 68 accept")
+            incoming.append("meta nfproto ipv4 udp sport 67 udp dport 68 accept")
+            if p.lan6:
+                incoming.append(f"icmpv6 type {{ {', '.join(ND_TYPES)} }} accept")
         incoming.append("counter name blocked_incoming drop")
         lines += _chain(
             "input", f"type filter hook input priority {FILTER_PRIORITY}; policy drop;", incoming
