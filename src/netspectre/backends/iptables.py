@@ -44,7 +44,8 @@ def save_argv(variant: Backend, family: int, *, counters: bool = False) -> tuple
 
 
 def restore_argv(variant: Backend, family: int) -> tuple[str, ...]:
-    return (_tool(variant, family, "restore"), "--noflush")
+    # -w: wait for the xtables lock (docker, firewalld) instead of failing at once.
+    return (_tool(variant, family, "restore"), "-w", "5", "--noflush")
 
 
 # ---------------------------------------------------------------------------------------------
