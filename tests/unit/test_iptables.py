@@ -45,8 +45,8 @@ def test_save_argv_rejects_other_backends_and_families() -> None:
 
 def test_render_order_and_argv() -> None:
     s6, s4 = iptables.render(P, variant=Backend.IPTABLES_NFT, saved_v4="", saved_v6="")
-    assert s6.argv == ("ip6tables-nft-restore", "--noflush")
-    assert s4.argv == ("iptables-nft-restore", "--noflush")
+    assert s6.argv == ("ip6tables-nft-restore", "-w", "5", "--noflush")
+    assert s4.argv == ("iptables-nft-restore", "-w", "5", "--noflush")
     # Each table is its own commit: blocking (filter) before redirecting (nat).
     assert [ln for ln in s4.text.splitlines() if ln.startswith("*")] == ["*filter", "*nat"]
     assert "*nat" not in s6.text

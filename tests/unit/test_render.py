@@ -81,8 +81,8 @@ def test_iptables_golden(case: str) -> None:
     s6, s4 = iptables.render(
         build(config_case), variant=Backend.IPTABLES_LEGACY, saved_v4=v4, saved_v6=v6
     )
-    assert s6.argv == ("ip6tables-legacy-restore", "--noflush")
-    assert s4.argv == ("iptables-legacy-restore", "--noflush")
+    assert s6.argv == ("ip6tables-legacy-restore", "-w", "5", "--noflush")
+    assert s4.argv == ("iptables-legacy-restore", "-w", "5", "--noflush")
     check_golden(GOLDEN / "iptables" / f"{case}.v4", s4.text)
     check_golden(GOLDEN / "iptables" / f"{case}.v6", s6.text)
 
@@ -91,8 +91,8 @@ def test_iptables_golden(case: str) -> None:
 def test_iptables_teardown_golden(saved_name: str) -> None:
     v4, v6 = saved(saved_name)
     s4, s6 = iptables.teardown(variant=Backend.IPTABLES_LEGACY, saved_v4=v4, saved_v6=v6)
-    assert s4.argv == ("iptables-legacy-restore", "--noflush")
-    assert s6.argv == ("ip6tables-legacy-restore", "--noflush")
+    assert s4.argv == ("iptables-legacy-restore", "-w", "5", "--noflush")
+    assert s6.argv == ("ip6tables-legacy-restore", "-w", "5", "--noflush")
     case = "teardown_" + saved_name.removesuffix("-legacy")
     check_golden(GOLDEN / "iptables" / f"{case}.v4", s4.text)
     check_golden(GOLDEN / "iptables" / f"{case}.v6", s6.text)
