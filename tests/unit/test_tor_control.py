@@ -193,3 +193,16 @@ def test_connect_errors_name_the_address(tmp_path: Path) -> None:
     assert str(tmp_path) in err.value.message
     with pytest.raises(ControlError, match="neither a socket path"):
         Controller.connect("control")
+
+
+def test_a_symlinked_cookie_is_not_followed(
+    pair: Callable[[str], tuple[Controller, FakeTor]], tmp_path: Path
+) -> None:
+    ctl, fake = pair("COOKIE")
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"S" * 32)
+    fake.cookie_path = tmp_path / "planted"
+    fake.cookie_path.symlink_to(secret)
+    with pytest.raises(ControlError, match="cannot read tor's control cookie"):
+        ctl.authenticate()
+    assert not any(line.startswith("AUTHENTICATE") for line in fake.received)

@@ -164,7 +164,13 @@ class Controller:
                 "enable CookieAuthentication 1 in that tor's torrc",
             )
         try:
-            secret = path.read_bytes()
+            # O_NOFOLLOW: the cookie's directory may belong to the tor account; a symlink
+            # planted there must not make root read (and send) another file.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                secret = os.read(fd, 64)
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise ControlError(
                 f"cannot read tor's control cookie {path}: {exc.strerror}",

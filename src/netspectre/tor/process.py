@@ -73,7 +73,7 @@ def is_our_supervisor(pid: int, files: Files, proc: Path = PROC) -> bool:
     if "_supervise" not in argv or not any("netspectre" in a for a in argv):
         return False
     try:
-        return os.readlink(proc / str(pid) / "cwd") == str(files.run)
+        return os.readlink(proc / str(pid) / "cwd") == os.path.realpath(files.run)
     except OSError:
         return False
 

@@ -233,7 +233,9 @@ def launch(config: Config, paths: Paths, facts: HostFacts) -> dict[str, Any]:
     files = Files.of(paths)
     account = _account(facts.tor_user)
     text = torrc.render(config, paths, facts, which=system.which)
-    _stop_ours(files)  # a supervisor or tor left from a crashed run: exactly one may run
+    leftovers = _stop_ours(files)  # from a crashed run: only one tor may use the DataDirectory
+    if leftovers:
+        raise TorError("; ".join(leftovers), "end it, then run `netspectre start` again")
     _prepare_dirs(paths, account)
     for stale in (files.control, files.cookie):
         process.remove(stale)  # so waiting never talks to a dead socket or reads an old cookie
@@ -247,7 +249,8 @@ def launch(config: Config, paths: Paths, facts: HostFacts) -> dict[str, Any]:
     finally:
         os.close(fd)
     os.replace(tmp, files.torrc)
-    argv = [sys.executable, "-m", "netspectre"]
+    # -P: do not put the working directory (tor_run) on sys.path.
+    argv = [sys.executable, "-P", "-m", "netspectre"]
     if config.path:
         argv += ["--config", config.path]
     argv.append("_supervise")
