@@ -324,3 +324,54 @@ def test_golden_torrcs_are_valid_for_tor(golden: str) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SYSTEM_LINES = [
+    "TransPort 127.0.0.1:29040",
+    "DNSPort 127.0.0.1:29053",
+    "VirtualAddrNetworkIPv4 10.192.0.0/10",
+    "AutomapHostsOnResolve 1",
+]
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_system_mode_reads_the_running_tor(env: Env, complete: bool) -> None:
+    """A tor set up like a distribution's (own ControlSocket + cookie) in the namespace."""
+    account = users.by_name(users.resolve("auto")[0])
+    assert account is not None
+    home = env.base / f"system-tor-{int(complete)}"
+    for sub in ("", "data"):
+        (home / sub).mkdir(mode=0o700, exist_ok=True)
+        os.chown(home / sub, account.uid, account.gid)
+    torrc = home.with_suffix(".torrc")
+    torrc.write_text("\n".join([
+        f"User {account.name}", f"DataDirectory {home / 'data'}", "SocksPort 127.0.0.1:29050",
+        f"ControlSocket {home / 'control'}", "CookieAuthentication 1",
+        f"CookieAuthFile {home / 'control.authcookie'}", f"Log notice file {home / 'log'}",
+        "TestingTorNetwork 1", AUTHORITY, *(SYSTEM_LINES if complete else []),
+    ]) + "\n")
+    cfg = env.base / f"system-{int(complete)}.toml"
+    cfg.write_text(
+        f'[tor]\nmode = "system"\ncontrol = "{home / "control"}"\n'
+        "trans_port = 29040\ndns_port = 29053\n"
+    )
+    tor = subprocess.Popen(
+        ["ip", "netns", "exec", env.ns, str(TOR), "-f", str(torrc), "--defaults-torrc",
+         os.devnull], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: (home / "control").exists(), 30, "the system tor's control socket")
+        result = env.in_ns(
+            "try:\n    service.preflight(cfg, p, facts)\n"
+            "    out({'proxy': service._socks_proxy(cfg, p)})\n"
+            "except Error as e:\n    out({'error': e.message, 'hint': e.hint})\n",
+            cfg_path=cfg,
+        )
+    finally:
+        tor.terminate()
+        tor.wait(15)
+    if complete:
+        assert result == {"proxy": ["127.0.0.1", 29050]}
+    else:
+        assert "lacks what netspectre needs (read over its control port)" in result["error"]
+        assert result["hint"].splitlines()[1:] == [f"    {line}" for line in SYSTEM_LINES]
