@@ -341,6 +341,21 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " / ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
 
+def _complaint(files: Files) -> str:
+    """Tor's last [err] line (else its last [warn]) from the supervisor's log and tor's own."""
+    lines: list[str] = []
+    for path in (files.supervisor_log, files.notice_log):
+        try:
+            lines += path.read_text(errors="replace").splitlines()[-200:]
+        except OSError:
+            continue
+    for level in ("[err]", "[warn]"):
+        found = [line.split(level, 1)[1].strip() for line in lines if level in line]
+        if found:
+            return found[-1]
+    return ""
+
+
 def wait_bootstrap(
     config: Config, paths: Paths, on_event: Callable[[BootstrapEvent], None]
 ) -> None:
@@ -408,6 +423,8 @@ def wait_bootstrap(
         if last is not None
         else f"tor's control port never answered ({trouble or 'no reply'})"
     )
+    if last is None and (said := _complaint(files)):
+        where += f"; tor said: {said}"
     raise TorError(
         f"Tor did not finish bootstrapping within {timeout:g} s; {where}"
         + (f"; last warning: {warning}" if warning else ""),

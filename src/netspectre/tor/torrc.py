@@ -108,5 +108,7 @@ def render(
             lines.append(f"ClientTransportPlugin {','.join(transports)} exec {_path(binary)}")
         lines += [f"Bridge {b.line()}" for b in parsed]
     if tor.torrc_extra:
+        # Last, so they win: tor keeps the last value of a single-valued option (it warns
+        # "used more than once") and appends to list options (DirAuthority, Log, …).
         lines += ["", "# [tor] torrc_extra", *tor.torrc_extra]
     return HEADER + "\n" + "\n".join(lines) + "\n"
