@@ -451,6 +451,26 @@ def op_events(clear: bool = True) -> dict[str, Any]:
     return {"events": events}
 
 
+def op_batch(probes: list[dict[str, Any]]) -> list[Any]:
+    """Several probes at once, each in its own thread: the slowest sets the pace."""
+    results: list[Any] = [None] * len(probes)
+
+    def one(i: int, request: dict[str, Any]) -> None:
+        request = dict(request)
+        op = request.pop("op")
+        try:
+            results[i] = OPS[op](**request)
+        except Exception as exc:  # noqa: BLE001 - reported to the test, which decides
+            results[i] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    threads = [threading.Thread(target=one, args=(i, r)) for i, r in enumerate(probes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 OPS = {
     "ping": lambda: {"pong": True, "uid": os.getuid()},
     "serve_tcp": lambda **k: (serve_tcp(**k), {"serving": True})[1],
@@ -471,6 +491,7 @@ OPS = {
     "send": op_send,
     "close": op_close,
     "sendto": op_sendto,
+    "batch": op_batch,
     "listen": op_listen,
     "storm_start": op_storm_start,
     "storm_stop": op_storm_stop,

@@ -156,17 +156,20 @@ class Agent:
         self.buf = b""
         self.call("ping")
 
-    def call(self, op: str, _timeout: float = 30.0, **kwargs: Any) -> Any:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+    def send(self, op: str, **kwargs: Any) -> None:
+        assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps({"op": op, **kwargs}) + "\n").encode())
         self.proc.stdin.flush()
+
+    def receive(self, op: str = "", timeout: float = 30.0) -> Any:
+        assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + _timeout
+        deadline = time.monotonic() + timeout
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([fd], [], [], max(0.0, left))
             if not ready:
-                raise TimeoutError(f"agent in {self.ns.name} did not answer {op} in {_timeout}s")
+                raise TimeoutError(f"agent in {self.ns.name} did not answer {op} in {timeout}s")
             chunk = os.read(fd, 65536)
             if not chunk:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
@@ -178,6 +181,10 @@ class Agent:
             raise RuntimeError(f"agent {op} failed: {reply['error']}")
         return reply["result"]
 
+    def call(self, op: str, _timeout: float = 30.0, **kwargs: Any) -> Any:
+        self.send(op, **kwargs)
+        return self.receive(op, _timeout)
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -186,6 +193,13 @@ class Agent:
             if stream is not None:
                 stream.close()
 
+
+
+def call_all(requests: Sequence[tuple[Agent, list[dict[str, Any]]]]) -> list[list[Any]]:
+    """Run a batch of probes on several agents at the same time; results in request order."""
+    for agent, probes in requests:
+        agent.send("batch", probes=probes)
+    return [agent.receive("batch") for agent, _ in requests]
 
 
 # --- capture --------------------------------------------------------------------------------

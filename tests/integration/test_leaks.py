@@ -88,7 +88,7 @@ BATTERY = (
 
 def run_battery(t: Topology, probes: tuple[Probe, ...] = BATTERY) -> dict[str, Any]:
     agents = {"root": t.root, "nobody": t.nobody, "guest": t.guest_agent}
-    return {p.name: agents[p.agent].call(p.op, **p.args) for p in probes}
+    return t.probe({p.name: (agents[p.agent], p.op, p.args) for p in probes})
 
 
 def active(t: Topology, backend: str, **config: Any) -> None:
@@ -151,12 +151,12 @@ def test_4a_tcp_goes_to_transport(clean: Topology, backend: str) -> None:
     active(t, backend)
     t.tor.call("events")
     cap = t.capture()
-    got = {
-        ("root", 80): t.root.call("tcp", dst=WEB, port=80, data="hello"),
-        ("root", 8080): t.root.call("tcp", dst=WEB, port=8080),
-        ("nobody", 443): t.nobody.call("tcp", dst=WEB, port=443, data="hi"),
-        ("nobody", 22): t.nobody.call("tcp", dst=WEB, port=22),
-    }
+    got = t.probe({
+        ("root", 80): (t.root, "tcp", {"dst": WEB, "port": 80, "data": "hello"}),
+        ("root", 8080): (t.root, "tcp", {"dst": WEB, "port": 8080}),
+        ("nobody", 443): (t.nobody, "tcp", {"dst": WEB, "port": 443, "data": "hi"}),
+        ("nobody", 22): (t.nobody, "tcp", {"dst": WEB, "port": 22}),
+    })
     packets = t.finish(cap)
     for (who, port), result in got.items():
         assert result["banner"] == f"TOR {WEB} {port}", (who, result)
@@ -176,13 +176,14 @@ def test_4b_dns(clean: Topology, backend: str, allow_lan: bool) -> None:
     active(t, backend, allow_lan=allow_lan)
     t.servers.call("events")
     cap = t.capture()
-    udp = {
-        "root-out": t.root.call("dns", dst=DNS_OUT, name="a.example"),
-        "root-lan": t.root.call("dns", dst=LAN_DNS, name="b.example"),
-        "nobody-out": t.nobody.call("dns", dst=DNS_OUT, name="c.example"),
-        "nobody-lan": t.nobody.call("dns", dst=LAN_DNS, name="d.example"),
-    }
-    tcp_lan = t.root.call("dns", dst=LAN_DNS, name="e.example", tcp=True)
+    udp = t.probe({
+        "root-out": (t.root, "dns", {"dst": DNS_OUT, "name": "a.example"}),
+        "root-lan": (t.root, "dns", {"dst": LAN_DNS, "name": "b.example"}),
+        "nobody-out": (t.nobody, "dns", {"dst": DNS_OUT, "name": "c.example"}),
+        "nobody-lan": (t.nobody, "dns", {"dst": LAN_DNS, "name": "d.example"}),
+        "tcp-lan": (t.root, "dns", {"dst": LAN_DNS, "name": "e.example", "tcp": True}),
+    })
+    tcp_lan = udp.pop("tcp-lan")
     packets = t.finish(cap)
     for who, result in udp.items():
         assert result["answer"] == TOR_ANSWER, (who, result)
@@ -221,9 +222,12 @@ def test_4d_lan_direct_when_allowed(clean: Topology, backend: str) -> None:
     t = clean
     active(t, backend, allow_lan=True)
     cap = t.capture()
-    tcp = t.nobody.call("tcp", dst=LAN_HOST, port=80)
-    udp = t.root.call("udp", dst=LAN_HOST, port=3478)
-    ping = t.root.call("icmp", dst=LAN_HOST)
+    got = t.probe({
+        "tcp": (t.nobody, "tcp", {"dst": LAN_HOST, "port": 80}),
+        "udp": (t.root, "udp", {"dst": LAN_HOST, "port": 3478}),
+        "ping": (t.root, "icmp", {"dst": LAN_HOST}),
+    })
+    tcp, udp, ping = got["tcp"], got["udp"], got["ping"]
     packets = t.finish(cap)
     assert tcp["banner"] == f"SERVER {LAN_HOST} 80", tcp
     assert udp["reply"] == "ECHO probe", udp
@@ -238,9 +242,12 @@ def test_4d_lan_blocked_when_not_allowed(clean: Topology, backend: str) -> None:
     t = clean
     active(t, backend, allow_lan=False)
     cap = t.capture()
-    tcp = t.nobody.call("tcp", dst=LAN_HOST, port=80)
-    udp = t.root.call("udp", dst=LAN_HOST, port=3478)
-    ping = t.root.call("icmp", dst=LAN_HOST)
+    got = t.probe({
+        "tcp": (t.nobody, "tcp", {"dst": LAN_HOST, "port": 80}),
+        "udp": (t.root, "udp", {"dst": LAN_HOST, "port": 3478}),
+        "ping": (t.root, "icmp", {"dst": LAN_HOST}),
+    })
+    tcp, udp, ping = got["tcp"], got["udp"], got["ping"]
     packets = t.finish(cap)
     assert tcp.get("banner") != f"SERVER {LAN_HOST} 80", tcp
     assert refused_fast(udp), udp
@@ -259,17 +266,17 @@ def test_4e_refused_fast(clean: Topology, backend: str, ipv6: str) -> None:
     if ipv6 == "disable":
         assert t.client.sysctl("net.ipv6.conf.all.disable_ipv6") == "1"
     cap = t.capture()
-    results = {
-        "quic": t.root.call("udp", dst=WEB, port=443),
-        "stun": t.nobody.call("udp", dst=WEB, port=3478),
-        "icmp": t.root.call("icmp", dst=WEB),
-        "gre": t.root.call("rawip", dst=WEB, proto=47),
-        "proto-253": t.root.call("rawip", dst=WEB, proto=253),
-        "udp6": t.root.call("udp", dst=WEB6, port=443),
-        "icmp6": t.root.call("icmp", dst=WEB6),
-        "tcp6-root": t.root.call("tcp", dst=WEB6, port=80),
-        "tcp6-nobody": t.nobody.call("tcp", dst=WEB6, port=443),
-    }
+    results = t.probe({
+        "quic": (t.root, "udp", {"dst": WEB, "port": 443}),
+        "stun": (t.nobody, "udp", {"dst": WEB, "port": 3478}),
+        "icmp": (t.root, "icmp", {"dst": WEB}),
+        "gre": (t.root, "rawip", {"dst": WEB, "proto": 47}),
+        "proto-253": (t.root, "rawip", {"dst": WEB, "proto": 253}),
+        "udp6": (t.root, "udp", {"dst": WEB6, "port": 443}),
+        "icmp6": (t.root, "icmp", {"dst": WEB6}),
+        "tcp6-root": (t.root, "tcp", {"dst": WEB6, "port": 80}),
+        "tcp6-nobody": (t.nobody, "tcp", {"dst": WEB6, "port": 443}),
+    })
     packets = t.finish(cap)
     assert_no_leak(packets)
     slow = {k: v for k, v in results.items() if not refused_fast(v)}
@@ -294,11 +301,11 @@ def test_4f_flows_opened_before_start(clean: Topology, backend: str) -> None:
     t.servers.call("events")
     t.start(t.config(backend))
     started = time.time()
-    after = {
-        "tcp-root": t.root.call("send", id="f-tcp", data="after"),
-        "udp-root": t.root.call("send", id="f-udp", data="after"),
-        "tcp-nobody": t.nobody.call("send", id="f-tcp", data="after"),
-    }
+    after = t.probe({
+        "tcp-root": (t.root, "send", {"id": "f-tcp", "data": "after"}),
+        "udp-root": (t.root, "send", {"id": "f-udp", "data": "after"}),
+        "tcp-nobody": (t.nobody, "send", {"id": "f-tcp", "data": "after"}),
+    })
     t.root.call("close", id="f-tcp")
     t.root.call("close", id="f-udp")
     t.nobody.call("close", id="f-tcp", linger0=True)
@@ -321,14 +328,14 @@ def test_4g_forwarded_traffic(clean: Topology, backend: str) -> None:
     active(t, backend)
     cap = t.capture()
     g = t.guest_agent
-    results = {
-        "tcp": g.call("tcp", dst=WEB, port=80, timeout=0.5),
-        "tcp-lan": g.call("tcp", dst=LAN_HOST, port=80, timeout=0.5),
-        "udp": g.call("udp", dst=WEB, port=3478, timeout=0.5),
-        "dns": g.call("dns", dst=DNS_OUT, name="guest.example", timeout=0.5),
-        "icmp": g.call("icmp", dst=WEB, timeout=0.5),
-        "tcp6": g.call("tcp", dst=WEB6, port=80, timeout=0.5),
-    }
+    results = t.probe({
+        "tcp": (g, "tcp", {"dst": WEB, "port": 80, "timeout": 0.5}),
+        "tcp-lan": (g, "tcp", {"dst": LAN_HOST, "port": 80, "timeout": 0.5}),
+        "udp": (g, "udp", {"dst": WEB, "port": 3478, "timeout": 0.5}),
+        "dns": (g, "dns", {"dst": DNS_OUT, "name": "guest.example", "timeout": 0.5}),
+        "icmp": (g, "icmp", {"dst": WEB, "timeout": 0.5}),
+        "tcp6": (g, "tcp", {"dst": WEB6, "port": 80, "timeout": 0.5}),
+    })
     packets = t.finish(cap)
     assert_no_leak(packets)
     reached = {k: v for k, v in results.items() if not v.get("error")}
@@ -384,9 +391,12 @@ def test_4i_tor_user_and_loopback_pass(clean: Topology, backend: str) -> None:
     t = clean
     active(t, backend)
     cap = t.capture()
-    tor_tcp = t.tor.call("tcp", dst=WEB, port=80, data="from tor")
-    tor_udp = t.tor.call("udp", dst=WEB, port=3478)
-    tor_dns = t.tor.call("dns", dst=DNS_OUT, name="tor.example")
+    got = t.probe({
+        "tcp": (t.tor, "tcp", {"dst": WEB, "port": 80, "data": "from tor"}),
+        "udp": (t.tor, "udp", {"dst": WEB, "port": 3478}),
+        "dns": (t.tor, "dns", {"dst": DNS_OUT, "name": "tor.example"}),
+    })
+    tor_tcp, tor_udp, tor_dns = got["tcp"], got["udp"], got["dns"]
     packets = t.finish(cap)
     assert tor_tcp["banner"] == f"SERVER {WEB} 80", tor_tcp
     assert tor_tcp["echo"] == "ECHO from tor"
@@ -414,7 +424,7 @@ def test_incoming(clean: Topology, backend: str, incoming: str) -> None:
     assert t.servers.call("tcp", dst=CLIENT4, port=port)["banner"] == f"SERVER {CLIENT4} {port}"
     active(t, backend, incoming=incoming)
     cap = t.capture()
-    result = t.servers.call("tcp", dst=CLIENT4, port=port, timeout=1.0)
+    result = t.servers.call("tcp", dst=CLIENT4, port=port, timeout=0.5)
     packets = t.finish(cap)
     if incoming == "block":
         assert result.get("error"), f"a new inbound connection was accepted: {result}"

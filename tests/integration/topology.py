@@ -18,7 +18,7 @@ from typing import Any
 
 import netns
 import pytest
-from netns import Agent, Capture, Netns, Packet
+from netns import Agent, Capture, Netns, Packet, call_all
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -166,6 +166,16 @@ class Topology:
     def guest_agent(self) -> Agent:
         return self.agents["guest"]
 
+    def probe(self, probes: dict[str, tuple[Agent, str, dict[str, Any]]]) -> dict[str, Any]:
+        """{name: (agent, op, args)} → {name: result}; every agent runs its share concurrently."""
+        by_agent: dict[int, tuple[Agent, list[tuple[str, dict[str, Any]]]]] = {}
+        for name, (agent, op, args) in probes.items():
+            by_agent.setdefault(id(agent), (agent, []))[1].append((name, {"op": op, **args}))
+        groups = list(by_agent.values())
+        replies = call_all([(agent, [r for _, r in reqs]) for agent, reqs in groups])
+        return {name: result for (_, reqs), results in zip(groups, replies, strict=True)
+                for (name, _), result in zip(reqs, results, strict=True)}
+
     def config(self, backend: str, name: str = "netspectre.toml", **kwargs: Any) -> Path:
         return write_config(self.workdir / name, backend, **kwargs)
 
@@ -243,21 +253,26 @@ class Topology:
         run = self.netspectre(None, "stop", "--force")
         assert run.rc == 0, str(run)
         assert self.ours_present() == [], "netspectre rules left after stop"
-        _ipv6_addresses(self)
+        if not _ipv6_intact(self):
+            _ipv6_addresses(self)
 
 
 def _ipv6_addresses(t: Topology) -> None:
     """(Re)configure IPv6: `disable_ipv6=1` flushes addresses and routes, `=0` does not restore."""
     for ns, conf in ((t.client, [("up0", CLIENT6), ("gw0", GUEST_GW6)]),
-                     (t.internet, [("down0", GW6)]), (t.guest, [("eth0", GUEST6)])):
-        for key in ("all", "default", *(i for i, _ in conf)):
-            ns.set_sysctl(f"net.ipv6.conf.{key}.disable_ipv6", "0")
-        for iface, addr in conf:
-            ns.ip("-6", "addr", "replace", f"{addr}/64", "dev", iface, "nodad")
+                     (t.internet, [("down0", GW6), ("lo", WEB6)]), (t.guest, [("eth0", GUEST6)])):
+        ns.run(["sh", "-c", "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 0 >$f; done"])
+        batch = [f"addr replace {addr}/{128 if iface == 'lo' else 64} dev {iface} nodad"
+                 for iface, addr in conf]
+        ns.run(["ip", "-6", "-batch", "-"], input="\n".join(batch) + "\n")
     t.client.ip("-6", "route", "replace", "default", "via", GW6)
     t.guest.ip("-6", "route", "replace", "default", "via", GUEST_GW6)
     t.internet.ip("-6", "route", "replace", "2001:db8:3::/64", "via", CLIENT6)
-    t.internet.ip("-6", "addr", "replace", f"{WEB6}/128", "dev", "lo", "nodad")
+
+
+def _ipv6_intact(t: Topology) -> bool:
+    out = t.client.run(["ip", "-6", "route", "show", "default"]).stdout
+    return GW6 in out and t.client.sysctl("net.ipv6.conf.all.disable_ipv6") == "0"
 
 
 def build_topology(workdir: Path) -> Iterator[Topology]:
