@@ -277,8 +277,11 @@ def test_stop_without_record_ends_only_ours(env: Env, managed: dict[str, Any]) -
     found = process.ours(files)
     decoy = subprocess.Popen(["sleep", "60"])
     try:
-        process.write_pid(files.tor_pid, decoy.pid)  # a stale or forged pid file
-        service.stop(None, env.paths)
+        os.kill(found["supervisor"], signal.SIGKILL)  # a crashed supervisor: its tor lives on
+        wait_until(lambda: not process.alive(found["supervisor"]), 5, "the supervisor to die")
+        assert process.ours(files) == {"tor": found["tor"]}
+        process.write_pid(files.tor_pid, decoy.pid)  # and a stale pid file naming a stranger
+        service.stop(None, env.paths)  # finds tor through tor's own PidFile
         assert decoy.poll() is None, "stop killed a process that is not ours"
         assert not process.alive(found["supervisor"]) and not process.alive(found["tor"])
         assert process.ours(files) == {}

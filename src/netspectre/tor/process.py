@@ -109,7 +109,11 @@ def _wait_gone(pid: int, pidfd: int | None, timeout: float) -> bool:
 def terminate(
     pid: int, verify: Callable[[int], bool], *, timeout: float = 10.0
 ) -> bool:
-    """SIGTERM, then SIGKILL after `timeout`; only if verify(pid) holds. True once it is gone."""
+    """SIGTERM, then SIGKILL after `timeout`, if verify(pid) holds.
+
+    True when no process of ours is left at `pid`: it is gone, or it is not ours (a stale pid
+    file naming a recycled pid), which is left alone.
+    """
     try:
         pidfd: int | None = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -118,7 +122,7 @@ def terminate(
         pidfd = None  # kernel without pidfd (< 5.3): plain kill after the same check
     try:
         if not alive(pid) or not verify(pid):
-            return not alive(pid)
+            return True
 
         def send(sig: signal.Signals) -> None:
             with contextlib.suppress(ProcessLookupError):
