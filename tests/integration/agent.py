@@ -18,6 +18,7 @@ import json
 import os
 import pwd
 import random
+import selectors
 import socket
 import struct
 import sys
@@ -92,24 +93,34 @@ def _thread(target: Any, *args: Any) -> None:
     threading.Thread(target=target, args=args, daemon=True).start()
 
 
-def _echo(conn: socket.socket, banner: bytes, role: str, info: dict[str, Any]) -> None:
-    try:
-        conn.settimeout(20)
-        conn.sendall(banner)
+class _TcpLoop:
+    """Every TCP server of this agent in one selector thread (a storm makes thousands of
+    short connections: a thread each would starve the commands we are timing)."""
+
+    def __init__(self) -> None:
+        self.sel = selectors.EpollSelector()  # epoll: registering while select() waits is fine
+        self.lock = threading.Lock()
+        _thread(self.run)
+
+    def add(self, listener: socket.socket, role: str, fake_tor: bool) -> None:
+        listener.setblocking(False)
+        with self.lock:
+            self.sel.register(listener, selectors.EVENT_READ, ("listen", (role, fake_tor)))
+
+    def run(self) -> None:
         while True:
-            data = conn.recv(4096)
-            if not data:
-                break
-            record(role=role, event="data", data=data.decode(errors="replace"), **info)
-            conn.sendall(b"ECHO " + data)
-    except OSError:
-        pass
-    finally:
-        conn.close()
+            events = self.sel.select()
+            with self.lock:
+                for key, _ in events:
+                    kind, data = key.data
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if kind == "listen":
+                        self._accept(sock, *data)
+                    else:
+                        self._read(sock, *data)
 
-
-def _accept_loop(listener: socket.socket, role: str, fake_tor: bool) -> None:
-    while True:
+    def _accept(self, listener: socket.socket, role: str, fake_tor: bool) -> None:
         try:
             conn, peer = listener.accept()
         except OSError:
@@ -122,14 +133,39 @@ def _accept_loop(listener: socket.socket, role: str, fake_tor: bool) -> None:
             except OSError as exc:
                 orig = (f"error:{errname(exc)}", 0)
             info = {"peer": list(peer[:2]), "orig": list(orig)}
-            record(role=role, event="connect", **info)
             banner = f"TOR {orig[0]} {orig[1]}\n".encode()
         else:
             local = conn.getsockname()
             info = {"peer": list(peer[:2]), "local": list(local[:2])}
-            record(role=role, event="connect", **info)
             banner = f"SERVER {local[0]} {local[1]}\n".encode()
-        _thread(_echo, conn, banner, role, info)
+        record(role=role, event="connect", **info)
+        conn.setblocking(False)
+        try:
+            conn.send(banner)
+        except OSError:
+            conn.close()
+            return
+        self.sel.register(conn, selectors.EVENT_READ, ("conn", (role, info)))
+
+    def _read(self, conn: socket.socket, role: str, info: dict[str, Any]) -> None:
+        try:
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(conn)
+            conn.close()
+            return
+        record(role=role, event="data", data=data.decode(errors="replace"), **info)
+        try:
+            conn.send(b"ECHO " + data)
+        except OSError:
+            pass
+
+
+_LOOP: list[_TcpLoop] = []
 
 
 def serve_tcp(addr: str, port: int, role: str = "server", fake_tor: bool = False) -> None:
@@ -137,7 +173,9 @@ def serve_tcp(addr: str, port: int, role: str = "server", fake_tor: bool = False
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     s.listen(512)
-    _thread(_accept_loop, s, role, fake_tor)
+    if not _LOOP:
+        _LOOP.append(_TcpLoop())
+    _LOOP[0].add(s, role, fake_tor)
 
 
 def _udp_loop(s: socket.socket, role: str, answer: str | None, discard: bool) -> None:
