@@ -249,15 +249,15 @@ def rules(ctx: Context, backend_name: str | None) -> str:
 
 def newnym(ctx: Context) -> dict[str, Any]:
     require_root("newnym")
-    return service.newnym(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]
+    return service.newnym(ctx.config, ctx.paths)
 
 
 def myip(ctx: Context) -> dict[str, Any]:
-    return service.myip(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]
+    return service.myip(ctx.config, ctx.paths)
 
 
 def supervise(ctx: Context) -> int:
-    return service.supervise(ctx.config, ctx.paths)  # type: ignore[attr-defined,no-any-return]
+    return service.supervise(ctx.config, ctx.paths)
 
 
 def verify(ctx: Context) -> dict[str, Any]:

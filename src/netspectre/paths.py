@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_ROOT = Path("/run/netspectre")
+# Tor's own runtime dir (control socket, cookie) must be reachable by the tor account; it sits
+# beside RUN_ROOT so that RUN_ROOT itself (state, lock, torrc, pid files) stays root's, 0700.
+TOR_RUN_ROOT = Path("/run/netspectre-tor")
 LIB_ROOT = Path("/var/lib/netspectre")
 
 
@@ -41,8 +44,9 @@ def netns_suffix() -> str:
 
 @dataclass(frozen=True)
 class Paths:
-    run: Path  # state.json, lock, tor's control socket and pid (root, 0700)
+    run: Path  # state.json, lock, torrc, pid files (root, 0700)
     lib: Path  # tor's DataDirectory parent (kept across starts: warm bootstrap)
+    daemon: Path  # owned by the tor account: control socket, cookie, notice log
 
     @property
     def state(self) -> Path:
@@ -65,4 +69,8 @@ def detect() -> Paths:
     suffix = netns_suffix()
     run = Path(os.environ.get("NETSPECTRE_RUN_DIR", RUN_ROOT / suffix if suffix else RUN_ROOT))
     lib = Path(os.environ.get("NETSPECTRE_LIB_DIR", LIB_ROOT / suffix if suffix else LIB_ROOT))
-    return Paths(run=run, lib=lib)
+    daemon = Path(os.environ.get(
+        "NETSPECTRE_TOR_DIR",
+        f"{run}-tor" if "NETSPECTRE_RUN_DIR" in os.environ else TOR_RUN_ROOT / (suffix or "host"),
+    ))
+    return Paths(run=run, lib=lib, daemon=daemon)

@@ -125,7 +125,7 @@ def env() -> Iterator[Env]:
         yield Env(
             ns=ns, base=base, cfg_path=cfg_path,
             config=config.parse(cfg_path.read_text(), path=str(cfg_path)),
-            paths=Paths(run=base / "run", lib=base / "lib"),
+            paths=Paths(run=base / "run", lib=base / "lib", daemon=base / "run-tor"),
         )
     finally:
         # Only processes we started can be in our namespace: end them by pid, then delete it.

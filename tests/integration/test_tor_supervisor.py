@@ -33,7 +33,8 @@ def start(files: Files, fake_tor: Path) -> subprocess.Popen[bytes]:
         "from pathlib import Path\n"
         "from netspectre.tor import supervisor\n"
         "from netspectre.tor.layout import Files\n"
-        f"files = Files(run=Path({str(files.run)!r}), data=Path({str(files.data)!r}))\n"
+        f"files = Files(run=Path({str(files.run)!r}), data=Path({str(files.data)!r}), "
+        f"daemon=Path({str(files.daemon)!r}))\n"
         "with open(files.supervisor_log, 'a') as log:\n"
         f"    sys.exit(supervisor.run(files, tor={str(fake_tor)!r}, log=log))\n"
     )
@@ -44,7 +45,7 @@ def start(files: Files, fake_tor: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def files(tmp_path: Path) -> Iterator[Files]:
-    f = Files.of(Paths(run=tmp_path / "run", lib=tmp_path / "lib"))
+    f = Files.of(Paths(run=tmp_path / "run", lib=tmp_path / "lib", daemon=tmp_path / "run-tor"))
     f.run.mkdir(parents=True)
     f.torrc.write_text("# not read by the stand-in\n")
     yield f

@@ -11,7 +11,8 @@ from netspectre.paths import Paths
 from netspectre.tor import process, systemtor
 from netspectre.tor.layout import Files
 
-FILES = Files.of(Paths(run=Path("/run/netspectre"), lib=Path("/var/lib/netspectre")))
+FILES = Files.of(Paths(run=Path("/run/netspectre"), lib=Path("/var/lib/netspectre"),
+                       daemon=Path("/run/netspectre-tor/host")))
 
 
 def fake_proc(tmp_path: Path) -> Path:

@@ -16,7 +16,7 @@ CFG = config.parse("[tor]\ntrans_port = 39040\ndns_port = 39053\nsocks_port = 39
 
 
 def paths(tmp_path: Path) -> Paths:
-    return Paths(run=tmp_path / "run", lib=tmp_path / "lib")
+    return Paths(run=tmp_path / "run", lib=tmp_path / "lib", daemon=tmp_path / "run-tor")
 
 
 def test_status_when_nothing_runs(tmp_path: Path) -> None:
@@ -41,6 +41,7 @@ def test_newnym_without_tor_says_so(tmp_path: Path) -> None:
 def test_complaint_prefers_errors(tmp_path: Path) -> None:
     files = Files.of(paths(tmp_path))
     files.daemon.mkdir(parents=True)
+    files.run.mkdir(parents=True)
     files.supervisor_log.write_text(
         "Nov 27 15:46:28.062 [warn] TestingTorNetwork is set.\n"
         "Nov 27 15:46:28.063 [err] Reading config failed--see warnings above.\n"

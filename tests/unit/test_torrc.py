@@ -16,7 +16,8 @@ from netspectre.tor import bridges, torrc
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "torrc"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 FACTS = HostFacts(tor_uid=102, tor_user="debian-tor")
-PATHS = Paths(run=Path("/run/netspectre"), lib=Path("/var/lib/netspectre"))
+PATHS = Paths(run=Path("/run/netspectre"), lib=Path("/var/lib/netspectre"),
+              daemon=Path("/run/netspectre-tor/host"))
 
 OBFS4 = (
     "obfs4 203.0.113.5:443 0123456789ABCDEF0123456789ABCDEF01234567 "
@@ -80,9 +81,9 @@ def test_the_lines_the_firewall_relies_on() -> None:
         "User debian-tor",
         "RunAsDaemon 0",
         "DataDirectory /var/lib/netspectre/tor",
-        "ControlSocket /run/netspectre/tor/daemon/control",
+        "ControlSocket /run/netspectre-tor/host/control",
         "CookieAuthentication 1",
-        "CookieAuthFile /run/netspectre/tor/daemon/control.authcookie",
+        "CookieAuthFile /run/netspectre-tor/host/control.authcookie",
     ):
         assert line in lines
 
@@ -126,7 +127,8 @@ def test_extra_may_not_override_managed_options(extra: str) -> None:
 
 def test_paths_that_cannot_be_written_into_a_torrc() -> None:
     with pytest.raises(ConfigError, match="cannot be written into a torrc"):
-        render("", paths=Paths(run=Path("/tmp/my run"), lib=Path("/var/lib/x")))
+        render("", paths=Paths(run=Path("/tmp/my run"), lib=Path("/var/lib/x"),
+                                daemon=Path("/tmp/my run-tor")))
 
 
 # -- bridge lines ---------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Where the managed tor's files live under paths.tor_run and paths.tor_data. Pure.
 
 tor_run itself is root's (the torrc tor reads as root, the pid files `stop` trusts, the
-supervisor's log); tor_run/daemon belongs to the tor user, because tor creates its control
-socket, cookie, notice log and own pid file there after dropping privileges, and refuses a
-ControlSocket directory that the tor user does not own.
+supervisor's log); paths.daemon (outside the 0700 runtime dir) belongs to the tor user, because
+tor creates its control socket, cookie, notice log and own pid file there after dropping
+privileges, and refuses a ControlSocket directory that the tor user does not own.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from netspectre.paths import Paths
 class Files:
     run: Path
     data: Path
+    daemon: Path
 
     @classmethod
     def of(cls, paths: Paths) -> Files:
-        return cls(run=paths.tor_run, data=paths.tor_data)
+        return cls(run=paths.tor_run, data=paths.tor_data, daemon=paths.daemon)
 
     @property
     def torrc(self) -> Path:
@@ -38,10 +39,6 @@ class Files:
     @property
     def supervisor_log(self) -> Path:
         return self.run / "supervisor.log"
-
-    @property
-    def daemon(self) -> Path:
-        return self.run / "daemon"
 
     @property
     def control(self) -> Path:

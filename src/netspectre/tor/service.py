@@ -209,8 +209,9 @@ def _owned_dir(path: Path, account: Account) -> None:
 def _prepare_dirs(paths: Paths, account: Account) -> None:
     files = Files.of(paths)
     paths.run.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files.run.mkdir(mode=0o711, exist_ok=True)
-    _reach(files.daemon, account, fixable=(paths.run, files.run))
+    files.run.mkdir(mode=0o700, exist_ok=True)
+    files.daemon.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+    _reach(files.daemon, account, fixable=(files.daemon.parent,))
     _owned_dir(files.daemon, account)
     paths.lib.mkdir(mode=0o711, parents=True, exist_ok=True)
     _reach(files.data, account, fixable=(paths.lib,))
