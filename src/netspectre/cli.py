@@ -133,10 +133,15 @@ def _fmt_status(data: dict[str, Any]) -> str:
         lines.append("  packets blocked: " + (", ".join(f"{k} {v}" for k, v in blocked.items())
                                                or "none"))
     if tor:
-        lines.append(f"  tor: {tor.get('summary') or tor}")
-        for name in ("trans_port_listening", "dns_port_listening"):
-            if name in tor:
-                lines.append(f"    {name.replace('_', ' ')}: {'yes' if tor[name] else 'NO'}")
+        pid = f", pid {tor['tor_pid']}" if tor.get("tor_pid") else ""
+        lines.append(f"  tor ({tor.get('mode', '?')}{pid}): {tor.get('message', '')}".rstrip(": "))
+        ports = [f"{name.split('_')[0]}Port {'listening' if tor[name] else 'NOT listening'}"
+                 for name in ("trans_port_listening", "dns_port_listening",
+                              "socks_port_listening") if name in tor]
+        if ports:
+            lines.append("    " + "; ".join(p.replace("transPort", "TransPort")
+                                            .replace("dnsPort", "DNSPort")
+                                            .replace("socksPort", "SocksPort") for p in ports))
     return "\n".join(lines)
 
 

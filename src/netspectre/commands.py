@@ -10,7 +10,7 @@ from typing import Any
 
 from netspectre import firewall, paths, state, sysctl
 from netspectre.backends import Backend
-from netspectre.config import Config
+from netspectre.config import Config, TorMode
 from netspectre.errors import CleanupFailed, Error, PermissionError_, StateError
 from netspectre.policy import HostFacts, Policy, build
 from netspectre.state import Phase, State
@@ -151,6 +151,7 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
         if failures:
             raise CleanupFailed(failures)
         state.remove(p.state)
+        _forget_namespace_dirs(p)
     return {
         "active": False,
         "was_active": current is not None,
@@ -158,6 +159,17 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
         "sysctls_restored": restored,
         "notes": notes,
     }
+
+
+def _forget_namespace_dirs(p: paths.Paths) -> None:
+    """A namespace's runtime dirs go with its stop (tests and the lab make many namespaces);
+    the host's stay. Tor's DataDirectory (under paths.lib) is kept: it makes the next start warm.
+    """
+    import shutil
+
+    if p.run.name.startswith("netns-"):
+        shutil.rmtree(p.daemon, ignore_errors=True)
+        shutil.rmtree(p.run, ignore_errors=True)
 
 
 def restart(ctx: Context) -> dict[str, Any]:
@@ -182,9 +194,17 @@ def restart(ctx: Context) -> dict[str, Any]:
             firewall.remove(Backend(current.backend))
         for key, value in sysctl.desired(policy.disable_ipv6).items():
             sysctl.write(key, value)
+        relaunched = False
+        if config.tor.mode is TorMode.MANAGED and not service.status(
+            config, p, current.tor
+        ).get("supervisor_running"):
+            # The firewall is already in force: Tor comes back behind it.
+            service.stop(current.tor, p)
+            updated = updated.with_(tor=service.launch(config, p, facts))
+            relaunched = True
         state.save(p.state, updated)
     return {"active": True, "backend": backend.value, "backend_evidence": evidence,
-            "policy": policy.summary()}
+            "policy": policy.summary(), "tor_relaunched": relaunched}
 
 
 def status(ctx: Context) -> dict[str, Any]:
