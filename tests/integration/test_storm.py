@@ -12,7 +12,7 @@ from topology import BACKENDS, DNS_OUT, WEB, Topology, outgoing, show
 pytestmark = pytest.mark.root
 
 RESTARTS = 50
-CYCLES = 4
+CYCLES = 3
 TARGETS = [
     {"kind": "tcp", "dst": WEB, "port": 80},
     {"kind": "tcp", "dst": WEB, "port": 443},
