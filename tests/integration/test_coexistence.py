@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from netns import missing_tools
-from topology import BACKENDS, DNAT_TARGET, WEB, WEB6, Topology, assert_no_leak
+from topology import BACKENDS, DNAT_TARGET, WEB, WEB6, Topology, assert_no_leak, host_firewall
 
 pytestmark = pytest.mark.root
 
@@ -119,6 +119,7 @@ def foreign(clean: Topology) -> Iterator[Topology]:
     yield t
     t.netspectre(None, "stop", "--force")
     t.client.run(["nft", "flush", "ruleset"])
+    host_firewall(t.client)
     for tool in ("iptables-legacy", "ip6tables-legacy"):
         for table in ("filter", "nat"):
             t.client.run([tool, "-t", table, "-F"])

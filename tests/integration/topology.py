@@ -271,6 +271,23 @@ def _ipv6_addresses(t: Topology) -> None:
     t.internet.ip("-6", "route", "replace", "2001:db8:3::/64", "via", CLIENT6)
 
 
+# Most desktops run a firewall that tracks connections, so flows opened before `start` already
+# have a conntrack entry (without one conntrack stays off in a fresh namespace, and a flow from
+# before `start` would look new to every rule: 4f would then prove nothing).
+HOST_FIREWALL = """\
+table inet hostfw {
+\tchain input {
+\t\ttype filter hook input priority 10; policy accept;
+\t\tct state established,related accept
+\t}
+}
+"""
+
+
+def host_firewall(ns: Netns) -> None:
+    ns.run(["nft", "-f", "-"], input=HOST_FIREWALL)
+
+
 def _ipv6_intact(t: Topology) -> bool:
     out = t.client.run(["ip", "-6", "route", "show", "default"]).stdout
     return GW6 in out and t.client.sysctl("net.ipv6.conf.all.disable_ipv6") == "0"
@@ -296,6 +313,7 @@ def build_topology(workdir: Path) -> Iterator[Topology]:
             internet.ip("route", "add", "203.0.113.128/25", "via", CLIENT4)
             guest.ip("addr", "add", f"{GUEST4}/25", "dev", "eth0")
             guest.ip("route", "add", "default", "via", GUEST_GW4)
+            host_firewall(client)
             client.set_sysctl("net.ipv4.ip_forward", "1")
             client.set_sysctl("net.ipv6.conf.all.forwarding", "1")
             _ipv6_addresses(t)
