@@ -101,7 +101,7 @@ class Control:
                 yield self._events.pop(0)
             try:
                 code, lines = self._reply(deadline)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return
             if code == "650":
                 self._events.extend(lines)

@@ -91,7 +91,7 @@ def validate(spec: LabSpec) -> LabSpec:
     nets = spec.networks()
     for i, a in enumerate(nets):
         for b in nets[i + 1 :]:
-            if a.version == b.version and a.overlaps(b):  # type: ignore[arg-type]
+            if a.version == b.version and a.overlaps(b):
                 raise ConfigError(f"lab ranges {a} and {b} overlap")
     for name, count in (("middles", spec.middles), ("exits", spec.exits)):
         if not 1 <= count <= 9:

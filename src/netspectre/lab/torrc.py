@@ -4,7 +4,7 @@ client of the private network needs. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +14,12 @@ from netspectre.lab.spec import ONION_PORT, WEB_PORT, Relay, Role
 # make the network usable only after ~143 s.
 VOTING_INTERVAL = 20
 INITIAL_VOTING_INTERVAL = 10
+LAB_BANDWIDTH = 1000  # KB/s, what the "bandwidth authority" measured for every relay
+INITIAL_VOTE_AND_DIST = 4  # the first vote happens this long before the first consensus
 _VOTING = (
     f"TestingV3AuthInitialVotingInterval {INITIAL_VOTING_INTERVAL}",
-    "TestingV3AuthInitialVoteDelay 2",
-    "TestingV3AuthInitialDistDelay 2",
+    f"TestingV3AuthInitialVoteDelay {INITIAL_VOTE_AND_DIST // 2}",
+    f"TestingV3AuthInitialDistDelay {INITIAL_VOTE_AND_DIST // 2}",
     f"V3AuthVotingInterval {VOTING_INTERVAL}",
     "V3AuthVoteDelay 4",
     "V3AuthDistDelay 4",
@@ -41,39 +43,51 @@ class Authority:
         )
 
 
-def voting_start_offset(now: float, *, lead: float) -> int:
-    """TestingV3AuthVotingStartOffset that puts the first consensus `lead` seconds after `now`.
-
-    Tor starts voting intervals at midnight + offset; the first consensus is valid from the
-    first interval boundary after the authorities start, and its vote happens
-    VoteDelay+DistDelay (4 s) before. Leaving the relays `lead` seconds to upload their
-    descriptors makes the first consensus list all of them instead of waiting for the next one.
-    """
-    return int(now + lead) % INITIAL_VOTING_INTERVAL
-
-
 def client_lines(authorities: Sequence[Authority]) -> list[str]:
     """The torrc lines any tor needs to use the private network (also the client's)."""
     return ["TestingTorNetwork 1", *(a.dir_authority_line() for a in authorities)]
 
 
-def _common(data: Path, authorities: Sequence[Authority]) -> list[str]:
+def _common(data: Path, authorities: Sequence[Authority], empty: Path) -> list[str]:
     return [
         *client_lines(authorities),
         f"DataDirectory {data}",
         f"PidFile {data / 'tor.pid'}",
         "RunAsDaemon 1",
         f"Log notice file {data / 'notice.log'}",
+        "LogTimeGranularity 1",
         f"ControlSocket {data / 'control'}",
         "CookieAuthentication 0",
         "SocksPort 0",
+        # Parsing the GeoIP databases costs each tor ~0.5 s of CPU at start; the lab has no
+        # countries, and no use for statistics.
+        f"GeoIPFile {empty}",
+        f"GeoIPv6File {empty}",
+        "DirReqStatistics 0",
+        "ExtraInfoStatistics 0",
     ]
 
 
+def bandwidths(fingerprints: Iterable[str], *, now: float) -> str:
+    """A V3BandwidthsFile giving every relay the same measured bandwidth. Without it the first
+    consensus weighs all relays 0 except one; every client then picks that one as rendezvous
+    point, and when it is also the client's guard, no onion circuit can ever be built."""
+    lines = [f"{int(now)}"] + [f"node_id=${fp} bw={LAB_BANDWIDTH}" for fp in fingerprints]
+    return "\n".join(lines) + "\n"
+
+
 def relay(
-    r: Relay, *, data: Path, authorities: Sequence[Authority], resolv_conf: Path, offset: int
+    r: Relay,
+    *,
+    data: Path,
+    authorities: Sequence[Authority],
+    resolv_conf: Path,
+    bandwidths: Path,
+    offset: int,
+    empty: Path,
 ) -> str:
-    lines = _common(data, authorities) + [
+    dir_caches = ",".join(f"${a.fingerprint}" for a in authorities)
+    lines = _common(data, authorities, empty) + [
         f"Nickname {r.nick}",
         f"Address {r.v4}",
         f"ORPort {r.v4}:{r.or_port}",
@@ -90,6 +104,11 @@ def relay(
             f"DirPort {r.v4}:{r.dir_port}",
             *_VOTING,
             f"TestingV3AuthVotingStartOffset {offset}",
+            f"V3BandwidthsFile {bandwidths}",
+            # Flags that otherwise depend on uptime ranks (Stable is "above the median"), so a
+            # random authority would lack them. Only directory caches may be HSDirs.
+            f"TestingDirAuthVoteGuard {dir_caches}",
+            f"TestingDirAuthVoteHSDir {dir_caches}",
             "ExitRelay 0",
             "ExitPolicy reject *:*",
         ]
@@ -112,22 +131,28 @@ def relay(
 
 
 def onion_service(
-    *, data: Path, authorities: Sequence[Authority], web: str, bind: str | None = None
+    *, data: Path, authorities: Sequence[Authority], web: str, empty: Path
 ) -> str:
-    lines = _common(data, authorities) + [
+    """Starts without network: `up` enables it once the consensus lists every relay (an onion
+    service started with the relays may never publish), after its upload watcher subscribed."""
+    lines = _common(data, authorities, empty) + [
         f"HiddenServiceDir {data / 'hs'}",
         f"HiddenServicePort {ONION_PORT} {web}:{WEB_PORT}",
+        "DisableNetwork 1",
     ]
-    if bind:
-        lines.append(f"OutboundBindAddress {bind}")
     return "\n".join(lines) + "\n"
 
 
 def client(
-    *, data: Path, authorities: Sequence[Authority], socks_port: int, extra: Sequence[str] = ()
+    *,
+    data: Path,
+    authorities: Sequence[Authority],
+    socks_port: int,
+    empty: Path,
+    extra: Sequence[str] = (),
 ) -> str:
     """A plain client of the private network (tests and checks; not netspectre's managed tor)."""
-    lines = _common(data, authorities)
+    lines = _common(data, authorities, empty)
     lines = [ln for ln in lines if ln != "SocksPort 0"]
     lines += [f"SocksPort 127.0.0.1:{socks_port}", *extra]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,156 @@
+"""LabInfo: what `lab up` built (keys, onion address, timings), saved as <lab dir>/info.json so
+status, shell and the demo find it again; and the client's netspectre configuration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from netspectre.errors import StateError
+from netspectre.lab import torrc
+from netspectre.lab.spec import LabSpec, Layout, layout
+from netspectre.lab.torrc import Authority
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    spec: LabSpec
+    layout: Layout
+    authorities: tuple[Authority, ...]
+    fingerprints: dict[str, str]  # nickname -> RSA fingerprint, every relay
+    onion: str  # "<56 chars>.onion"
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds since up began
+
+    @property
+    def dir(self) -> Path:
+        return self.spec.dir
+
+    @property
+    def check_url(self) -> str:
+        return f"http://{self.layout.web4}/api/ip"
+
+    @property
+    def onion_url(self) -> str:
+        return f"http://{self.onion}/api/ip"
+
+    @property
+    def client_config_path(self) -> Path:
+        return self.spec.dir / "client.toml"
+
+    @property
+    def exit_addresses(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return tuple(a for r in self.layout.exits for a in (r.v4, r.v6))
+
+    @property
+    def relay_addresses(self) -> tuple[ipaddress.IPv4Address, ...]:
+        """Where a client of the lab may send packets: the relays' ORPorts."""
+        return tuple(r.v4 for r in self.layout.relays)
+
+
+def client_torrc_lines(info: LabInfo) -> list[str]:
+    """Exactly the torrc lines a client of the private network needs; netspectre's managed tor
+    gets them through `[tor] torrc_extra`."""
+    return torrc.client_lines(info.authorities)
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid TOML basic string
+
+
+def client_config(info: LabInfo) -> str:
+    """netspectre's TOML configuration for the lab's client namespace."""
+    lay = info.layout
+    extra = ",\n".join(f"  {_toml_str(line)}" for line in client_torrc_lines(info))
+    lan = ", ".join(_toml_str(str(n)) for n in lay.lan)
+    return (
+        "# netspectre in the lab's client namespace (written by `netspectre lab up`)\n"
+        "[tor]\n"
+        'mode = "managed"\n'
+        f"torrc_extra = [\n{extra},\n]\n"
+        "\n[check]\n"
+        f"url = {_toml_str(info.check_url)}\n"
+        "\n[firewall]\n"
+        f"# the client's uplink and guest links stand in for a LAN ({lay.resolver4} answers DNS)\n"
+        f"lan = [{lan}]\n"
+    )
+
+
+def _spec_dict(spec: LabSpec) -> dict[str, Any]:
+    return {
+        "prefix": spec.prefix,
+        "internet4": str(spec.internet4),
+        "lan4": str(spec.lan4),
+        "internet6": str(spec.internet6),
+        "lan6": str(spec.lan6),
+        "middles": spec.middles,
+        "exits": spec.exits,
+        "run_root": str(spec.run_root),
+    }
+
+
+def to_json(info: LabInfo) -> str:
+    return json.dumps(
+        {
+            "version": VERSION,
+            "spec": _spec_dict(info.spec),
+            "authorities": [
+                {"nick": a.relay.nick, "v3ident": a.v3ident, "fingerprint": a.fingerprint}
+                for a in info.authorities
+            ],
+            "fingerprints": info.fingerprints,
+            "onion": info.onion,
+            "timings": info.timings,
+        },
+        indent=2,
+    )
+
+
+def from_json(text: str, spec: LabSpec) -> LabInfo:
+    data = json.loads(text)
+    if data.get("version") != VERSION:
+        raise StateError(
+            f"lab info has version {data.get('version')!r}, expected {VERSION}",
+            "run `netspectre lab down` and `lab up` again",
+        )
+    if data["spec"] != _spec_dict(spec):
+        raise StateError(
+            "the running lab was built from other settings",
+            "run `netspectre lab down` with the settings it was built from",
+        )
+    lay = layout(spec)
+    by_nick = {r.nick: r for r in lay.authorities}
+    auths = tuple(
+        Authority(relay=by_nick[a["nick"]], v3ident=a["v3ident"], fingerprint=a["fingerprint"])
+        for a in data["authorities"]
+    )
+    return LabInfo(
+        spec=spec,
+        layout=lay,
+        authorities=auths,
+        fingerprints=dict(data["fingerprints"]),
+        onion=data["onion"],
+        timings=dict(data["timings"]),
+    )
+
+
+def save(info: LabInfo) -> None:
+    path = info.dir / "info.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(to_json(info))
+    os.replace(tmp, path)
+    info.client_config_path.write_text(client_config(info))
+
+
+def load(spec: LabSpec) -> LabInfo | None:
+    try:
+        text = (spec.dir / "info.json").read_text()
+    except FileNotFoundError:
+        return None
+    return from_json(text, spec)

@@ -1,0 +1,156 @@
+"""Small clients run inside the lab's namespaces (`ip netns exec NS python -m
+netspectre.lab.probe ...`): an HTTP GET, directly or through a SOCKS5 proxy resolving the name
+remotely, and a DNS query. They print one JSON object; exit 1 on failure. No curl/dig needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from netspectre.lab.dns import TYPE_A, TYPE_AAAA
+from netspectre.lab.web import parse_listen
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed during SOCKS handshake")
+        data += chunk
+    return data
+
+
+def socks5_connect(proxy: tuple[str, int], host: str, port: int, timeout: float) -> socket.socket:
+    """Connect through a SOCKS5 proxy, letting it resolve host (socks5h)."""
+    sock = socket.create_connection(proxy, timeout=timeout)
+    sock.sendall(b"\x05\x01\x00")
+    if _recv_exact(sock, 2) != b"\x05\x00":
+        raise ConnectionError("SOCKS5 proxy refused no-auth")
+    try:
+        addr = ipaddress.ip_address(host)
+        atyp = b"\x01" if addr.version == 4 else b"\x04"
+        target = atyp + addr.packed
+    except ValueError:
+        raw = host.encode()
+        target = b"\x03" + bytes([len(raw)]) + raw
+    sock.sendall(b"\x05\x01\x00" + target + struct.pack("!H", port))
+    head = _recv_exact(sock, 4)
+    if head[1] != 0:
+        raise ConnectionError(f"SOCKS5 connect failed: reply code {head[1]}")
+    skip = {1: 4, 4: 16}.get(head[3])
+    if skip is None:
+        skip = _recv_exact(sock, 1)[0]
+    _recv_exact(sock, skip + 2)
+    return sock
+
+
+def http_get(url: str, *, socks: tuple[str, int] | None, timeout: float) -> dict[str, object]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or 80
+    path = parts.path or "/"
+    start = time.monotonic()
+    if socks:
+        sock = socks5_connect(socks, host, port, timeout)
+    else:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    connected = time.monotonic()
+    with sock:
+        hosthdr = f"[{host}]" if ":" in host else host
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {hosthdr}\r\nConnection: close\r\n\r\n".encode()
+        )
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    done = time.monotonic()
+    result: dict[str, object] = {
+        "status": status,
+        "bytes": len(body),
+        "connect_s": round(connected - start, 3),
+        "total_s": round(done - start, 3),
+    }
+    if len(body) <= 4096:
+        text = body.decode("utf-8", "replace")
+        try:
+            result["json"] = json.loads(text)
+        except ValueError:
+            result["body"] = text
+    return result
+
+
+def dns_query(
+    host: str, name: str, qtype: int, *, port: int = 53, timeout: float
+) -> dict[str, object]:
+    ident = int.from_bytes(os.urandom(2), "big")
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(query, (host, port))
+        reply, _ = sock.recvfrom(4096)
+    _, flags, _, ancount = struct.unpack("!HHHH", reply[:8])
+    pos = 12 + len(qname) + 4
+    answers = []
+    for _ in range(ancount):
+        if reply[pos] & 0xC0:
+            pos += 2
+        else:
+            while reply[pos]:
+                pos += 1 + reply[pos]
+            pos += 1
+        rtype, _, _, rdlen = struct.unpack("!HHIH", reply[pos : pos + 10])
+        rdata = reply[pos + 10 : pos + 10 + rdlen]
+        pos += 10 + rdlen
+        if rtype in (TYPE_A, TYPE_AAAA):
+            answers.append(str(ipaddress.ip_address(rdata)))
+    return {"rcode": flags & 0xF, "answers": answers}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m netspectre.lab.probe")
+    sub = ap.add_subparsers(dest="what", required=True)
+    h = sub.add_parser("http")
+    h.add_argument("url")
+    h.add_argument("--socks", help="HOST:PORT of a SOCKS5 proxy (name resolved by the proxy)")
+    h.add_argument("--timeout", type=float, default=30.0)
+    d = sub.add_parser("dns")
+    d.add_argument("server", help="the server's address")
+    d.add_argument("--port", type=int, default=53)
+    d.add_argument("name")
+    d.add_argument("--type", choices=("A", "AAAA"), default="A")
+    d.add_argument("--timeout", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    try:
+        if args.what == "http":
+            socks = parse_listen(args.socks) if args.socks else None
+            result = http_get(args.url, socks=socks, timeout=args.timeout)
+        else:
+            qtype = TYPE_A if args.type == "A" else TYPE_AAAA
+            result = dns_query(
+                args.server, args.name, qtype, port=args.port, timeout=args.timeout
+            )
+    except (OSError, ConnectionError, ValueError) as exc:
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        return 1
+    print(json.dumps(result))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

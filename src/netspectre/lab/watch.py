@@ -1,0 +1,79 @@
+"""Watch the lab's onion service upload its descriptors and record progress in a JSON file, so
+`up` can return before the upload and a later `wait_onion` still knows when it is done.
+Subscribes before the onion tor has network (it starts with DisableNetwork 1), so no event is
+missed. Run as `python -m netspectre.lab.watch --control SOCK --hsdir NICK ... --out FILE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from netspectre.lab.control import Control
+from netspectre.lab.daemon import detach
+
+
+def write(path: Path, state: dict[str, object]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def hsdir_nick(field: str) -> str:
+    """`$FP~nick` or `$FP=nick` (or a bare fingerprint) -> the nickname or fingerprint."""
+    for sep in ("~", "="):
+        if sep in field:
+            return field.split(sep, 1)[1]
+    return field.lstrip("$")
+
+
+def follow(ctl: Control, hsdirs: set[str], out: Path, *, timeout: float) -> bool:
+    """Record HS_DESC events until every upload was acknowledged and every HSDir has one."""
+    uploaded: set[str] = set()
+    failed: list[str] = []
+    pending = 0
+    for event in ctl.events(timeout=timeout):
+        fields = event.split()
+        if len(fields) < 5 or fields[0] != "HS_DESC":
+            continue
+        nick = hsdir_nick(fields[4])
+        if fields[1] == "UPLOAD":
+            pending += 1
+        elif fields[1] == "UPLOADED":
+            uploaded.add(nick)
+            pending -= 1
+        elif fields[1] == "FAILED":
+            failed.append(nick)
+            pending -= 1
+        else:
+            continue
+        ready = pending <= 0 and hsdirs <= uploaded
+        write(out, {"ready": ready, "uploaded": sorted(uploaded), "pending": pending,
+                    "failed": failed})
+        if ready:
+            return True
+    return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m netspectre.lab.watch")
+    ap.add_argument("--control", type=Path, required=True)
+    ap.add_argument("--hsdir", action="append", default=[], help="an HSDir's nickname")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--pidfile", type=Path)
+    ap.add_argument("--log", type=Path, default=Path("/dev/null"))
+    args = ap.parse_args(argv)
+    ctl = Control(args.control, timeout=args.timeout)
+    ctl.command("SETEVENTS HS_DESC")
+    write(args.out, {"ready": False, "uploaded": [], "pending": 0, "failed": []})
+    if args.pidfile:
+        detach(pidfile=args.pidfile, log=args.log)
+    return 0 if follow(ctl, set(args.hsdir), args.out, timeout=args.timeout) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
