@@ -261,9 +261,12 @@ def _timed(fn: Any) -> dict[str, Any]:
     return result
 
 
-def probe_tcp(dst: str, port: int, timeout: float = 2.0, data: str = "") -> dict[str, Any]:
+def probe_tcp(dst: str, port: int, timeout: float = 2.0, data: str = "",
+              bind: str | None = None) -> dict[str, Any]:
     def go() -> dict[str, Any]:
-        with socket.create_connection((dst, port), timeout=timeout) as s:
+        source = (bind, 0) if bind else None
+        with socket.create_connection((dst, port), timeout=timeout,
+                                      source_address=source) as s:
             result: dict[str, Any] = {"connected": True}
             line = b""
             while not line.endswith(b"\n"):

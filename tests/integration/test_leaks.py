@@ -15,6 +15,7 @@ from topology import (
     BACKENDS,
     CLIENT4,
     DNS_OUT,
+    GW4,
     LAN,
     LAN_ANSWER,
     LAN_DNS,
@@ -417,17 +418,20 @@ def test_4i_tor_user_and_loopback_pass(clean: Topology, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("incoming", ["block", "allow"])
-def test_incoming(clean: Topology, backend: str, incoming: str) -> None:
+@pytest.mark.parametrize("peer", [GW4, WEB], ids=["from-lan", "from-internet"])
+def test_incoming(clean: Topology, backend: str, incoming: str, peer: str) -> None:
     t = clean
     port = next(PORTS)
     t.root.call("listen", addr="0.0.0.0", port=port)
-    assert t.servers.call("tcp", dst=CLIENT4, port=port)["banner"] == f"SERVER {CLIENT4} {port}"
+    connect = {"dst": CLIENT4, "port": port, "bind": peer, "timeout": 0.5}
+    assert t.servers.call("tcp", **connect)["banner"] == f"SERVER {CLIENT4} {port}"
     active(t, backend, incoming=incoming)
     cap = t.capture()
-    result = t.servers.call("tcp", dst=CLIENT4, port=port, timeout=0.5)
+    result = t.servers.call("tcp", **connect)
     packets = t.finish(cap)
     if incoming == "block":
         assert result.get("error"), f"a new inbound connection was accepted: {result}"
         assert_no_leak(packets)
     else:
-        assert result.get("banner") == f"SERVER {CLIENT4} {port}", result
+        assert result.get("banner") == f"SERVER {CLIENT4} {port}", \
+            f"incoming = \"allow\" but a connection from {peer} was not accepted: {result}"
