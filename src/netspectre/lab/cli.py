@@ -1,0 +1,98 @@
+"""`netspectre lab ACTION`: what cli.py's dispatcher calls. Formats results into text and data
+for cli's Output (which does the printing); `shell` replaces the process with a shell.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+from netspectre.errors import Error
+from netspectre.lab import lifecycle
+from netspectre.lab.info import LabInfo
+from netspectre.lab.spec import LabSpec
+
+
+class Output(Protocol):
+    json: bool
+
+    def report(self, data: dict[str, Any], text: str) -> None: ...
+
+
+def up_summary(info: LabInfo) -> dict[str, Any]:
+    lay = info.layout
+    return {
+        "namespaces": {"internet": info.spec.inet_ns, "client": info.spec.client_ns,
+                       "guest": info.spec.guest_ns},
+        "relays": {r.nick: str(r.v4) for r in lay.relays},
+        "web": {"v4": str(lay.web4), "v6": str(lay.web6), "check_url": info.check_url},
+        "lan_resolver": str(lay.resolver4),
+        "onion": info.onion,
+        "client_config": str(info.client_config_path),
+        "timings": info.timings,
+    }
+
+
+def _up_text(data: dict[str, Any]) -> str:
+    ns = data["namespaces"]
+    relays = ", ".join(f"{n} {a}" for n, a in data["relays"].items())
+    return "\n".join([
+        f"lab up in {max(data['timings'].values()):.1f} s",
+        f"  relays: {relays}",
+        f"  web server: {data['web']['check_url']} (also [{data['web']['v6']}])",
+        f"  onion service: http://{data['onion']}/",
+        f"  LAN resolver: {data['lan_resolver']}",
+        f"  client namespace: {ns['client']} (guest: {ns['guest']})",
+        f"  netspectre config for the client: {data['client_config']}",
+        "  next: netspectre lab shell, then inside: "
+        f"netspectre --config {data['client_config']} start",
+    ])
+
+
+def _status_text(st: dict[str, Any]) -> str:
+    lines = [f"lab: {'UP' if st['up'] else 'NOT UP'} ({st['dir']})"]
+    for ns, present in st["namespaces"].items():
+        lines.append(f"  namespace {ns}: {'present' if present else 'absent'}")
+    for p in st["processes"]:
+        lines.append(f"  {p['name']:<14} pid {p['pid']:<7} {p['rss_kib'] / 1024:6.1f} MiB")
+    if st["processes"]:
+        lines.append(f"  total RSS {st['rss_kib_total'] / 1024:.1f} MiB")
+    if "consensus" in st:
+        missing = st["consensus"]["missing"]
+        lines.append(f"  consensus: {len(st['consensus']['relays'])} relays"
+                     + (f", missing {', '.join(missing)}" if missing else ""))
+        ready = st["onion_descriptor"].get("ready")
+        lines.append(f"  onion: {st['onion']} ({'published' if ready else 'not yet published'})")
+    if st.get("missing_processes"):
+        lines.append(f"  not running: {', '.join(st['missing_processes'])}")
+    if st.get("problem"):
+        lines.append(f"  problem: {st['problem']}")
+    return "\n".join(lines)
+
+
+def run(action: str, out: Output, spec: LabSpec | None = None) -> int:
+    spec = spec or LabSpec()
+    if action == "up":
+        def step(message: str, seconds: float) -> None:
+            if not out.json:
+                out.report({}, f"[{seconds:5.1f} s] {message}")
+
+        data = up_summary(lifecycle.up(spec, on_step=step))
+        out.report(data, _up_text(data))
+        return 0
+    if action == "down":
+        lifecycle.down(spec)
+        out.report({"down": True}, "lab: down (namespaces, processes and files removed)")
+        return 0
+    if action == "status":
+        st = lifecycle.status(spec)
+        out.report(st, _status_text(st))
+        return 0 if st["up"] else 1
+    if action == "shell":
+        if not lifecycle.status(spec)["namespaces"][spec.client_ns]:
+            raise Error("the lab is not up", "run `netspectre lab up` first")
+        argv = lifecycle.shell_argv(spec, os.environ.get("SHELL"))
+        os.execvp(argv[0], argv)
+    if action == "demo":
+        raise Error("`lab demo` is not implemented yet", "use `lab up`, then `lab shell`")
+    raise Error(f"unknown lab action {action!r}")
