@@ -57,6 +57,7 @@ def test_dns_responder_answers_echo_test(lab_up: LabInfo, where: str) -> None:
     aaaa = probe(ns, "dns", str(server6), "ECHO.test", "--type", "AAAA")
     assert aaaa == {"rcode": 0, "answers": [str(lay.web6)]}
     assert probe(ns, "dns", str(server4), "nowhere.test")["rcode"] == 3
+    assert probe(ns, "dns", str(server4), "resolver.test")["answers"] == [str(server4)]
 
 
 def test_client_resolv_conf_points_at_the_lan_resolver(lab_up: LabInfo) -> None:

@@ -115,6 +115,9 @@ def test_dns_answers_echo_test_and_keeps_the_question_case() -> None:
     nx = dns.answer(_query("other.test", dns.TYPE_A), records)
     assert nx is not None and struct.unpack("!H", nx[2:4])[0] & 0xF == 3
     assert dns.answer(b"\x00" * 5, records) is None
+    who = dns.answer(_query("resolver.test", dns.TYPE_A), records,
+                     ipaddress.ip_address("198.51.100.53"))
+    assert who is not None and who.endswith(ipaddress.ip_address("198.51.100.53").packed)
 
 
 def test_voting_arithmetic() -> None:

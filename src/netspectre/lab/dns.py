@@ -1,6 +1,8 @@
 """A tiny authoritative UDP DNS responder for the lab: A/AAAA for a few names (`echo.test` →
 the web server), NXDOMAIN for the rest. Serves the exits (the "internet" resolver) and the LAN
-resolver. Run as `python -m netspectre.lab.dns --listen ADDR:PORT ... --name NAME=ADDR ...`.
+resolver. `resolver.test` answers the address the query arrived on, so a test can tell which
+resolver answered (the LAN's, or the exit's through Tor).
+Run as `python -m netspectre.lab.dns --listen ADDR:PORT ... --name NAME=ADDR ...`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ TYPE_A = 1
 TYPE_AAAA = 28
 CLASS_IN = 1
 TTL = 60
+WHOAMI = "resolver.test"
 
 Records = Mapping[str, Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]]
 
@@ -44,7 +47,11 @@ def _question(packet: bytes) -> tuple[str, int, int, int] | None:
     return ".".join(labels).lower(), qtype, qclass, pos + 4
 
 
-def answer(packet: bytes, records: Records) -> bytes | None:
+def answer(
+    packet: bytes,
+    records: Records,
+    local: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+) -> bytes | None:
     """The response to one query, or None for garbage. The question is echoed byte for byte:
     resolvers (Tor's included) randomise the name's case and check it comes back unchanged.
     """
@@ -60,10 +67,13 @@ def answer(packet: bytes, records: Records) -> bytes | None:
     rd = flags & 0x0100
     answers: list[bytes] = []
     rcode = 0
-    if name not in records:
+    known = dict(records)
+    if local is not None:
+        known[WHOAMI] = [local]
+    if name not in known:
         rcode = 3
     elif qclass == CLASS_IN:
-        for addr in records[name]:
+        for addr in known[name]:
             rtype = TYPE_A if addr.version == 4 else TYPE_AAAA
             if rtype == qtype:
                 rdata = addr.packed
@@ -89,7 +99,7 @@ def serve(listen: Sequence[tuple[str, int]]) -> list[socket.socket]:
 def loop(socks: Sequence[socket.socket], records: Records) -> None:
     sel = selectors.DefaultSelector()
     for s in socks:
-        sel.register(s, selectors.EVENT_READ)
+        sel.register(s, selectors.EVENT_READ, ipaddress.ip_address(s.getsockname()[0]))
     while True:
         for key, _ in sel.select():
             sock: socket.socket = key.fileobj  # type: ignore[assignment]
@@ -97,7 +107,7 @@ def loop(socks: Sequence[socket.socket], records: Records) -> None:
                 packet, peer = sock.recvfrom(4096)
             except OSError:
                 continue
-            reply = answer(packet, records)
+            reply = answer(packet, records, key.data)
             if reply is not None:
                 try:
                     sock.sendto(reply, peer)
