@@ -77,11 +77,13 @@ def start(
             tor=previous.tor if previous is not None else None,
         )
         state.save(p.state, record)
+        # IPv6 off before any rule: it only closes, and makes a kill between iptables'
+        # per-family commits fail closed.
+        for key, value in sysctl.desired(policy.disable_ipv6).items():
+            sysctl.write(key, value)
         if previous is not None and previous.backend != backend.value:
             firewall.remove(Backend(previous.backend))
         firewall.apply(backend, policy)
-        for key, value in sysctl.desired(policy.disable_ipv6).items():
-            sysctl.write(key, value)
         record = record.with_(tor=service.launch(config, p, facts))
         state.save(p.state, record)
         record = record.with_(phase=Phase.ACTIVE)
@@ -188,12 +190,12 @@ def restart(ctx: Context) -> dict[str, Any]:
             current = current.with_(sysctls=_ipv6_snapshot(policy))
         updated = current.with_(backend=backend.value, policy=policy.summary())
         state.save(p.state, updated.with_(phase=Phase.APPLYING))
+        for key, value in sysctl.desired(policy.disable_ipv6).items():
+            sysctl.write(key, value)
         # New rules first, old backend's removed after: both block, so nothing slips between.
         firewall.apply(backend, policy)
         if current.backend != backend.value:
             firewall.remove(Backend(current.backend))
-        for key, value in sysctl.desired(policy.disable_ipv6).items():
-            sysctl.write(key, value)
         relaunched = False
         if config.tor.mode is TorMode.MANAGED and not service.status(
             config, p, current.tor

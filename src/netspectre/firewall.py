@@ -67,11 +67,18 @@ def render(backend: Backend, policy: Policy) -> tuple[Script, ...]:
 
 
 def apply(backend: Backend, policy: Policy) -> None:
-    """Apply the whole ruleset; each script is one atomic transaction (IPv6 first for iptables)."""
+    """Apply the whole ruleset; nft in one transaction, iptables in one commit per family.
+
+    iptables renders IPv6 (the family that only blocks) first. When the IPv6 sysctl is already
+    off (`start` sets it before calling us), IPv4 goes first instead: a `kill -9` between the
+    two commits then leaves IPv4 torified and IPv6 dead, not IPv4 open.
+    """
     scripts = render(backend, policy)
     if backend is not Backend.NFT:
         for script in scripts:  # iptables commits per table: test everything before any commit
             system.run([*script.argv, "--test"], input=script.text)
+        if policy.disable_ipv6:
+            scripts = tuple(reversed(scripts))
     _run_scripts(scripts)
 
 

@@ -50,7 +50,7 @@ def from_json(text: str, *, path: str = "state") -> State:
     except json.JSONDecodeError as exc:
         raise StateError(
             f"{path}: corrupt state file ({exc})",
-            "run `netspectre stop`: it cleans what is ours even without state",
+            "run `netspectre stop --force`: it cleans what is ours even without state",
         ) from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         version = data.get("version") if isinstance(data, dict) else None
@@ -118,10 +118,12 @@ def save(path: Path, state: State) -> None:
 
 
 def remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    """Remove the state file and any temp file a killed `save` left beside it."""
+    for stale in (path, *path.parent.glob(f".{path.name}.*.tmp")):
+        try:
+            stale.unlink()
+        except FileNotFoundError:
+            pass
 
 
 @contextmanager

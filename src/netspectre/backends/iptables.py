@@ -124,6 +124,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-o lo", "RETURN"),
         _rule("-d 127.0.0.0/8", "RETURN"),
         _rule(uid, "RETURN"),
+        *_replies(p),
         _rule(f"-d {p.virtual_network}", admin, "blocked_other"),
         _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
@@ -155,6 +156,11 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
     return tuple(chains)
 
 
+def _replies(p: Policy) -> list[str]:
+    """incoming = "allow": our answers to connections others opened (nft: ct direction reply)."""
+    return [] if p.block_incoming else [_rule("-m conntrack --ctdir REPLY", "RETURN")]
+
+
 def _v6(p: Policy) -> tuple[Chain, ...]:
     admin = "REJECT --reject-with icmp6-adm-prohibited"
     # Tor's user gets no IPv6 (nft: `meta skuid … meta nfproto ipv4`), so no flow mark either.
@@ -162,6 +168,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         *_sanity(),
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
+        *_replies(p),
         _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
@@ -170,6 +177,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
     if lan6:
         # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
         out += [_rule(f"-d {n}", "RETURN") for n in p.lan6] + nd
+    out.append(_rule("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6"))
     out.append(_rule("", admin, "blocked_ipv6"))
     chains = [
         Chain("filter", OUT, "OUTPUT", tuple(out)),

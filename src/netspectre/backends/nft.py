@@ -77,6 +77,7 @@ def table(p: Policy) -> str:
         # Marking Tor's flows in conntrack would let them out, but trusts a mark bit that any
         # other software's --save-mark may set too.
         f"meta skuid {uid} meta nfproto ipv4 accept",
+        *(() if p.block_incoming else ("ct direction reply accept",)),
         f"ip daddr {vnet} counter name blocked_other reject with icmpx type admin-prohibited",
         "th dport 53 counter name blocked_dns reject with icmpx type admin-prohibited",
     ]
@@ -86,6 +87,8 @@ def table(p: Policy) -> str:
         if p.lan6:
             out.append(f"icmpv6 type {{ {', '.join(ND_TYPES)} }} accept")
     out += [
+        # TCP gets a reset, IPv6 included: an ICMP error makes connect() wait ~1 s for a retry.
+        "meta nfproto ipv6 meta l4proto tcp counter name blocked_ipv6 reject with tcp reset",
         "meta nfproto ipv6 counter name blocked_ipv6 reject with icmpx type admin-prohibited",
         "meta l4proto tcp counter name blocked_tcp reject with tcp reset",
         "meta l4proto udp counter name blocked_udp reject with icmpx type admin-prohibited",
