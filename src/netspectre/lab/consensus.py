@@ -66,7 +66,7 @@ def _poll(what: str, deadline: float, spec: LabSpec) -> None:
     if time.monotonic() > deadline:
         raise TorError(
             f"the private network: {what}",
-            f"see the authorities' logs: {spec.dir}/auth*/notice.log",
+            f"see auth*/notice.log in the lab directory ({spec.dir})",
         )
     time.sleep(POLL)
 

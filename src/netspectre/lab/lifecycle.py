@@ -73,12 +73,17 @@ def up(
 
     try:
         return _build(spec, layout(spec), step, timings, wait_for_onion=wait_for_onion)
-    except BaseException:
+    except BaseException as exc:
         if cleanup_on_failure:
+            kept = _keep_logs(spec) if spec.dir.is_dir() else None
             try:
-                down(spec)
+                _teardown(spec, keep_failed=True)
             except Error:
-                pass
+                pass  # the error that made `up` fail is the one to report
+            if kept is not None and isinstance(exc, Error):
+                exc.hint = f"logs of the failed lab: {kept}" + (
+                    f" ({exc.hint})" if exc.hint else ""
+                )
         raise
 
 
@@ -237,17 +242,49 @@ def wait_onion(info: LabInfo, *, timeout: float = ONION_TIMEOUT) -> float:
 
 def down(spec: LabSpec) -> None:
     """Stop every lab process by PID, delete the namespaces, /etc/netns files and the lab
-    directory. Idempotent; works after a crash of `up` (finds everything by name)."""
+    directory (and logs kept from a failed `up`). Idempotent; works after a crash of `up`
+    (finds everything by name)."""
     validate(spec)
     _require_root()
+    _teardown(spec, keep_failed=False)
+
+
+def _failed_dir(spec: LabSpec) -> Path:
+    return spec.dir.with_name(spec.dir.name + ".failed")
+
+
+def _worth_keeping(path: Path) -> bool:
+    if path.is_dir():
+        return path.name not in ("keys", "hs", "diff-cache")  # no secrets, no bulk
+    return path.suffix in (".log", ".json", ".conf") or path.name in ("torrc", "bandwidths")
+
+
+def _keep_logs(spec: LabSpec) -> Path | None:
+    """Copy the logs and configuration of a failed `up` out of the lab directory."""
+    kept = _failed_dir(spec)
+    try:
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(
+            spec.dir,
+            kept,
+            ignore=lambda where, names: [n for n in names if not _worth_keeping(Path(where, n))],
+        )
+    except OSError:
+        return None
+    return kept
+
+
+def _teardown(spec: LabSpec, *, keep_failed: bool) -> None:
     failures: list[Error] = []
     failures += processes.stop(p.pid for p in processes.find(spec))
     failures += network.delete(spec)
-    if spec.dir.exists():
-        try:
-            shutil.rmtree(spec.dir)
-        except OSError as exc:
-            failures.append(Error(f"cannot remove {spec.dir}: {exc}"))
+    dirs = [spec.dir] if keep_failed else [spec.dir, _failed_dir(spec)]
+    for d in dirs:
+        if d.exists():
+            try:
+                shutil.rmtree(d)
+            except OSError as exc:
+                failures.append(Error(f"cannot remove {d}: {exc}"))
     try:
         spec.run_root.rmdir()
     except OSError:
