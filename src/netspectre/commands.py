@@ -75,6 +75,9 @@ def start(
             policy=policy.summary(),
             config_path=config.path,
             tor=previous.tor if previous is not None else None,
+            created=sorted(
+                {*(previous.created if previous else []), *firewall.absent_builtins(backend)}
+            ),
         )
         state.save(p.state, record)
         # IPv6 off before any rule: it only closes, and makes a kill between iptables'
@@ -142,6 +145,8 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
             failures.append(exc)
         pinned = Backend(current.backend) if current is not None else None
         failures += firewall.remove_everywhere(pinned)
+        if current is not None and not failures:
+            failures += firewall.remove_created(current.created)
         restored: dict[str, str] = {}
         if current is not None:
             for key, value in sysctl.restore_order(current.sysctls):
@@ -188,7 +193,11 @@ def restart(ctx: Context) -> dict[str, Any]:
             raise StateError("netspectre is not active", "use `netspectre start`")
         if policy.disable_ipv6 and not current.sysctls:
             current = current.with_(sysctls=_ipv6_snapshot(policy))
-        updated = current.with_(backend=backend.value, policy=policy.summary())
+        updated = current.with_(
+            backend=backend.value,
+            policy=policy.summary(),
+            created=sorted({*current.created, *firewall.absent_builtins(backend)}),
+        )
         state.save(p.state, updated.with_(phase=Phase.APPLYING))
         for key, value in sysctl.desired(policy.disable_ipv6).items():
             sysctl.write(key, value)

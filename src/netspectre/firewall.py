@@ -222,3 +222,70 @@ def expected(backend: Backend, policy: Policy) -> str:
         ).stdout
         saved.append(out)
     return _ours_iptables(saved[0], saved[1])
+
+
+# iptables-nft creates the built-in chains (and tables) that a rule needs on first use, and
+# nothing removes them afterwards. `start` records which did not exist before it; `stop`
+# deletes those of them that are empty again, so `nft list ruleset` is as it was.
+_BUILTIN = {
+    ("ip", "filter"): ("INPUT", "FORWARD", "OUTPUT"),
+    ("ip", "nat"): ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    ("ip6", "filter"): ("INPUT", "FORWARD", "OUTPUT"),
+}
+
+
+def _nft_objects() -> dict[str, int]:
+    """{"ip filter": n_chains, "ip filter INPUT": n_rules, …} for iptables-nft's tables."""
+    import json
+
+    out = system.run(["nft", "-j", "list", "ruleset"]).stdout
+    counts: dict[str, int] = {}
+    for item in json.loads(out).get("nftables", []):
+        for kind in ("table", "chain", "rule"):
+            obj = item.get(kind)
+            if not obj or (obj.get("family"), obj.get("table", obj.get("name"))) not in _BUILTIN:
+                continue
+            fam, table = obj["family"], obj.get("table", obj.get("name"))
+            if kind == "table":
+                counts.setdefault(f"{fam} {table}", 0)
+            elif kind == "chain":
+                counts[f"{fam} {table}"] = counts.get(f"{fam} {table}", 0) + 1
+                counts.setdefault(f"{fam} {table} {obj['name']}", 0)
+            else:
+                key = f"{fam} {table} {obj['chain']}"
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def absent_builtins(backend: Backend) -> list[str]:
+    """iptables-nft tables/chains that do not exist yet (so that `stop` may remove them)."""
+    if backend is not Backend.IPTABLES_NFT or system.which("nft") is None:
+        return []
+    present = _nft_objects()
+    wanted = [f"{f} {t}" for f, t in _BUILTIN] + [
+        f"{f} {t} {c}" for (f, t), chains in _BUILTIN.items() for c in chains
+    ]
+    return [w for w in wanted if w not in present]
+
+
+def remove_created(created: list[str]) -> list[Error]:
+    """Delete the recorded tables/chains that are empty now (someone else's rules keep them)."""
+    if not created or system.which("nft") is None:
+        return []
+    failures: list[Error] = []
+    present = _nft_objects()
+    chains = [c for c in created if c.count(" ") == 2 and present.get(c) == 0]
+    for chain in chains:
+        fam, table, name = chain.split(" ")
+        try:
+            system.run(["nft", "delete", "chain", fam, table, name])
+        except Error as exc:
+            failures.append(exc)
+    present = _nft_objects()
+    for table in (c for c in created if c.count(" ") == 1 and present.get(c) == 0):
+        fam, name = table.split(" ")
+        try:
+            system.run(["nft", "delete", "table", fam, name])
+        except Error as exc:
+            failures.append(exc)
+    return failures

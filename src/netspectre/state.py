@@ -33,6 +33,7 @@ class State:
     policy: dict[str, Any] = field(default_factory=dict)
     config_path: str | None = None
     tor: dict[str, Any] | None = None
+    created: list[str] = field(default_factory=list)  # iptables-nft built-ins we may create
     version: int = VERSION
 
     def with_(self, **changes: Any) -> State:
@@ -68,6 +69,7 @@ def from_json(text: str, *, path: str = "state") -> State:
             policy=dict(data.get("policy", {})),
             config_path=data.get("config_path"),
             tor=data.get("tor"),
+            created=[str(c) for c in data.get("created", [])],
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StateError(
