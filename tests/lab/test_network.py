@@ -163,13 +163,15 @@ def test_down_after_a_crashed_up_leaves_nothing(lab_up: LabInfo) -> None:
             assert proc.poll() is None, "up ended before its tors started"
             assert time.monotonic() < deadline, "up never started its tors"
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
+        # The whole process group: `up` and the launchers it was running, not the daemons
+        # (which called setsid), as when `up` itself is killed or crashes.
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         pids = {p.pid for p in processes.find(spec)}
         assert len(pids) >= 3  # the web and DNS servers and at least the authorities
     finally:
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         netlab.down(spec)
     assert _leftovers(spec, pids) == []
