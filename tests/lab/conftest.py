@@ -33,11 +33,16 @@ def lab_spec() -> LabSpec:
 
 
 @pytest.fixture(scope="session")
-def lab_up(lab_spec: LabSpec) -> Iterator[LabInfo]:
-    """The lab, right after `up` returned (its onion service may still be publishing)."""
+def lab_possible() -> None:
+    """Skips, with the reason, where no lab can be built."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab_up(lab_possible: None, lab_spec: LabSpec) -> Iterator[LabInfo]:
+    """The lab, right after `up` returned (its onion service may still be publishing)."""
     netlab.down(lab_spec)  # leftovers of a crashed session
     try:
         yield netlab.up(lab_spec, wait_for_onion=False)

@@ -146,7 +146,7 @@ def _leftovers(spec: LabSpec, pids: set[int]) -> list[str]:
     return found
 
 
-def test_down_after_a_crashed_up_leaves_nothing(lab_up: LabInfo) -> None:
+def test_down_after_a_crashed_up_leaves_nothing(lab_possible: None) -> None:
     """`up` killed (SIGKILL) while its tors run; `down` must still find and remove it all."""
     spec = LabSpec(prefix="nslabk-")
     netlab.down(spec)
