@@ -319,6 +319,19 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _quotes_our_echo(icmp: bytes, ident: int, v6: bool) -> bool:
+    """An ICMP error is ours only if the packet it quotes is our echo request: a raw ICMP
+    socket also receives errors caused by other probes (protocol unreachable for GRE…)."""
+    inner = icmp[8:]
+    if v6:
+        return len(inner) >= 46 and inner[6] == 58 and inner[40] == 128 and \
+            struct.unpack("!H", inner[44:46])[0] == ident
+    if len(inner) < 20 or inner[9] != socket.IPPROTO_ICMP:
+        return False
+    quoted = inner[(inner[0] & 0x0F) * 4:]
+    return len(quoted) >= 6 and quoted[0] == 8 and struct.unpack("!H", quoted[4:6])[0] == ident
+
+
 def probe_icmp(dst: str, timeout: float = 1.0) -> dict[str, Any]:
     v6 = ":" in dst
     ident = random.randrange(1, 0xFFFF)
@@ -342,7 +355,7 @@ def probe_icmp(dst: str, timeout: float = 1.0) -> dict[str, Any]:
                 icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
                 if icmp[0] in (0, 129) and struct.unpack("!H", icmp[4:6])[0] == ident:
                     return {"reply": True}
-                if icmp[0] in (3, 1):
+                if icmp[0] in (3, 1) and _quotes_our_echo(icmp, ident, v6):
                     return {"reply": False, "error": f"icmp-unreach-{icmp[1]}"}
     return _timed(go)
 
