@@ -37,6 +37,7 @@ def proc(tmp_path: Path, processes: dict[int, tuple[str, int]]) -> Path:
     (root / "self").mkdir()
     for pid, (name, uid) in processes.items():
         (root / str(pid)).mkdir()
+        (root / str(pid) / "comm").write_text(f"{name}\n")
         (root / str(pid) / "status").write_text(
             f"Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t{pid}\n"
             f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{uid}\t{uid}\t{uid}\t{uid}\n"

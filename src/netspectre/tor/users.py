@@ -80,6 +80,9 @@ def running_tor_uids(proc: Path = Path("/proc")) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
+            # comm first: one short read per process; status only for the few named tor.
+            if (entry / "comm").read_text().strip() != "tor":
+                continue
             status = (entry / "status").read_text()
         except OSError:
             continue
