@@ -87,9 +87,8 @@ def start(
         if previous is not None and previous.backend != backend.value:
             firewall.remove(Backend(previous.backend))
         firewall.apply(backend, policy)
-        record = record.with_(tor=service.launch(config, p, facts))
-        state.save(p.state, record)
-        record = record.with_(phase=Phase.ACTIVE)
+        # A kill before this save leaves tor's pid files, which is how `stop` finds it then.
+        record = record.with_(tor=service.launch(config, p, facts), phase=Phase.ACTIVE)
         state.save(p.state, record)
     if wait and on_event is not None:
         service.wait_bootstrap(config, p, on_event)
