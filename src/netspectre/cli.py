@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("verify", help="check that what is in force matches the policy")
     lab = sub.add_parser("lab", help="a private Tor network in namespaces (offline demo)")
     lab.add_argument("action", choices=["up", "down", "status", "demo", "shell"])
+    lab.add_argument("--backend", choices=["nft", "iptables-nft", "iptables-legacy"],
+                     help="demo: the firewall backend netspectre uses in the client")
+    lab.add_argument("--keep", action="store_true", help="demo: leave the lab up afterwards")
     sub.add_parser("_supervise", help=argparse.SUPPRESS)
     return parser
 
@@ -158,9 +161,11 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
     from netspectre import commands, paths
 
     if args.command == "lab":
-        from netspectre.lab import cli as lab_cli  # type: ignore[attr-defined]
+        from netspectre.lab import cli as lab_cli
+        from netspectre.lab import spec as lab_spec
 
-        return int(lab_cli.run(args.action, out))
+        spec = lab_spec.from_mapping(_load_config(args.config).lab)
+        return int(lab_cli.run(args.action, out, spec, backend=args.backend, keep=args.keep))
     ctx = commands.Context(config=_load_config(args.config), paths=paths.detect())
     if args.command == "start":
         data = commands.start(ctx, wait=not args.no_wait, on_event=out.event)

@@ -82,6 +82,8 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     path: str | None = None
+    # The raw [lab] table: lab/spec.py's from_mapping validates it (only `netspectre lab` reads it).
+    lab: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def _bad(key: str, value: object, why: str, hint: str | None = None) -> ConfigError:
@@ -220,6 +222,7 @@ def from_dict(data: dict[str, Any], *, path: str | None = None) -> Config:
         firewall=_firewall(_table("firewall", data)),
         check=_check(_table("check", data)),
         path=path,
+        lab=dict(_table("lab", data)),
     )
 
 

@@ -18,6 +18,8 @@ class Output(Protocol):
 
     def report(self, data: dict[str, Any], text: str) -> None: ...
 
+    def event(self, ev: Any) -> None: ...
+
 
 def up_summary(info: LabInfo) -> dict[str, Any]:
     lay = info.layout
@@ -70,7 +72,91 @@ def _status_text(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(action: str, out: Output, spec: LabSpec | None = None) -> int:
+def _intro_text(data: dict[str, Any]) -> str:
+    ns = data["namespaces"]
+    width = max(len(n) for n in ns.values())
+    r = data["relays"]
+    relays = (f"{r['authorities']} Tor directory authorities, {r['middles']} middle and "
+              f"{r['exits']} exit relay{'s' if r['exits'] > 1 else ''}")
+    lines = [
+        "netspectre lab demo: netspectre torifies a machine in a private Tor network, and proves",
+        "that nothing leaks",
+        "",
+        "What you are looking at",
+        "  A tiny internet built inside this machine from Linux network namespaces (isolated",
+        "  network stacks, like separate computers), with its own Tor network:",
+        f"    {ns['internet']:<{width}}  \"the internet\": {relays}, an onion service,",
+        f"    {'':<{width}}  a web server that reports the address it sees (like",
+        f"    {'':<{width}}  check.torproject.org) and DNS servers",
+        f"    {ns['client']:<{width}}  \"your computer\": netspectre runs here, with its own tor",
+        f"    {ns['guest']:<{width}}  a container or VM whose traffic is routed through the client",
+        "  Nothing touches your real network: only documentation addresses ("
+        + ", ".join(data["ranges"]) + "),",
+        "  no route out of the lab; your own firewall, DNS and sysctls are left alone.",
+        "  A capture records every packet the client sends while netspectre is active.",
+        "",
+        "What each check proves",
+    ]
+    for step in data["plan"]:
+        lines.append(f"  {step['title']:<{TITLE_WIDTH}} {step['proves']}")
+    lines += ["", "Running (about a minute)"]
+    return "\n".join(lines)
+
+
+TITLE_WIDTH = 36
+
+
+def check_line(c: dict[str, Any]) -> str:
+    seconds = f"{c['seconds']:5.1f} s" if c["verdict"] != "SKIP" else "       "
+    return f"{c['verdict']}  {c['title']:<{TITLE_WIDTH}} {seconds}  {c['evidence']}"
+
+
+def _demo_summary(data: dict[str, Any]) -> str:
+    total = len(data["checks"])
+    if data["ok"]:
+        head = (f"ALL {total} CHECKS PASSED in {data['total_s']:.1f} s: while netspectre was "
+                "active, nothing left the client except Tor's own connections to relays.")
+    else:
+        head = (f"FAILED: {len(data['failed'])} of {total} checks failed"
+                + (f" ({', '.join(data['failed'])})" if data["failed"] else "")
+                + (f", {len(data['skipped'])} not run" if data["skipped"] else "")
+                + f"; {data['total_s']:.1f} s")
+    return "\n" + head
+
+
+def _demo(out: Output, spec: LabSpec, backend: str | None, keep: bool) -> int:
+    from netspectre.lab import demo
+
+    demo.require(spec)
+    if not out.json:
+        out.report({}, _intro_text(demo.intro(spec)))
+
+    def on_check(c: Any) -> None:
+        if not out.json:
+            out.report({}, check_line(c.as_dict()))
+
+    def on_step(message: str, seconds: float) -> None:
+        if not out.json:
+            out.report({}, f"      [{seconds:5.1f} s] {message}")
+
+    def on_event(ev: Any) -> None:
+        if not out.json:
+            out.event(ev)
+
+    data = demo.run(spec, hooks=demo.Hooks(on_check=on_check, on_event=on_event,
+                                           on_step=on_step), backend=backend, keep=keep)
+    out.report(data, _demo_summary(data))
+    return 0 if data["ok"] else 1
+
+
+def run(
+    action: str,
+    out: Output,
+    spec: LabSpec | None = None,
+    *,
+    backend: str | None = None,
+    keep: bool = False,
+) -> int:
     spec = spec or LabSpec()
     if action == "up":
         def step(message: str, seconds: float) -> None:
@@ -94,5 +180,5 @@ def run(action: str, out: Output, spec: LabSpec | None = None) -> int:
         argv = lifecycle.shell_argv(spec, os.environ.get("SHELL"))
         os.execvp(argv[0], argv)
     if action == "demo":
-        raise Error("`lab demo` is not implemented yet", "use `lab up`, then `lab shell`")
+        return _demo(out, spec, backend, keep)
     raise Error(f"unknown lab action {action!r}")
