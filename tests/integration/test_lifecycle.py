@@ -32,7 +32,7 @@ from topology import (
 pytestmark = pytest.mark.root
 
 TRACEKILL = HERE / "tracekill.py"
-MIN_KILL_POINTS = 20  # ~25 sampled: every subprocess call, state and sysctl write, plus a spread
+MIN_KILL_POINTS = 15  # ~20 sampled: every subprocess call, state and sysctl write, plus a spread
 
 
 def _state(t: Topology) -> Path:
