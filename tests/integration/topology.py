@@ -22,7 +22,6 @@ from netns import Agent, Capture, Netns, Packet, call_all
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
-IPTABLES_MODULE = SRC / "netspectre" / "backends" / "iptables.py"
 
 CLIENT_MAC, GW_MAC = "02:6e:73:00:00:02", "02:6e:73:00:00:01"
 CLIENT4, GW4 = "198.51.100.2", "198.51.100.1"
@@ -44,9 +43,6 @@ _BACKEND_TOOLS = {"nft": "nft", "iptables-nft": "iptables-nft-restore",
 
 def _backend_param(name: str) -> Any:
     marks = []
-    if name != "nft":
-        marks.append(pytest.mark.skipif(not IPTABLES_MODULE.exists(),
-                                        reason="iptables backend not present"))
     marks.append(pytest.mark.skipif(bool(netns.missing_tools([_BACKEND_TOOLS[name]])),
                                     reason=f"{_BACKEND_TOOLS[name]} not installed"))
     return pytest.param(name, id=name, marks=marks)
