@@ -86,7 +86,18 @@ def start(
             sysctl.write(key, value)
         if previous is not None and previous.backend != backend.value:
             firewall.remove(Backend(previous.backend))
-        firewall.apply(backend, policy)
+        try:
+            firewall.apply(backend, policy)
+        except Error as exc:
+            # Nothing of the ruleset is in force (each commit is atomic; iptables is tested
+            # before the first): undo the sysctls and forget the intent, as if never started.
+            if previous is None:
+                for key, value in sysctl.restore_order(saved):
+                    sysctl.write(key, value)
+                firewall.remove_everywhere(backend)
+                state.remove(p.state)
+            exc.hint = exc.hint or "nothing was changed; run with --debug to see the commands"
+            raise
         # A kill before this save leaves tor's pid files, which is how `stop` finds it then.
         record = record.with_(tor=service.launch(config, p, facts), phase=Phase.ACTIVE)
         state.save(p.state, record)
