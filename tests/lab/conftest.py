@@ -1,7 +1,8 @@
 """The private Tor network, built once per pytest session and always torn down.
 
 Its own prefix (`nslabt-`), so a developer's `netspectre lab up` (prefix `nslab-`) and the tests
-never touch each other's namespaces.
+never touch each other's namespaces. NETSPECTRE_LAB_TEST_PREFIX picks another one, so two pytest
+sessions on one machine do not tear down each other's lab.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import netspectre.lab as netlab
 from netspectre import system
 from netspectre.lab import LabInfo, LabSpec
 
-TEST_SPEC = LabSpec(prefix="nslabt-")
+TEST_SPEC = LabSpec(prefix=os.environ.get("NETSPECTRE_LAB_TEST_PREFIX", "nslabt-"))
 
 
 def skip_reason() -> str | None:
