@@ -130,6 +130,7 @@ class Capture:
         self.ns, self.iface, self.path, self.snaplen = ns, iface, path, snaplen
         self.proc: subprocess.Popen[bytes] | None = None
         self.said = b""
+        self.ended_early: int | None = None  # tcpdump's exit status if it ended before stop()
 
     def start(self, timeout: float = 10.0) -> None:
         tcpdump = system.require("tcpdump")
@@ -157,7 +158,9 @@ class Capture:
         """Stop tcpdump (it flushes on SIGINT) and read what it wrote."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            if proc.poll() is None:
+            if proc.poll() is not None:
+                self.ended_early = proc.returncode
+            else:
                 proc.send_signal(signal.SIGINT)
                 try:
                     proc.wait(timeout=5)

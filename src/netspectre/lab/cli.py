@@ -72,37 +72,49 @@ def _status_text(st: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _wrap(text: str, indent: int, first: str = "") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=WIDTH, initial_indent=first or " " * indent,
+                         subsequent_indent=" " * indent)
+
+
 def _intro_text(data: dict[str, Any]) -> str:
     ns = data["namespaces"]
-    width = max(len(n) for n in ns.values())
+    w = max(len(n) for n in ns.values())
     r = data["relays"]
-    relays = (f"{r['authorities']} Tor directory authorities, {r['middles']} middle and "
-              f"{r['exits']} exit relay{'s' if r['exits'] > 1 else ''}")
+    hosts = [
+        (ns["internet"], f"\"the internet\": a private Tor network ({r['authorities']} "
+         f"directory authorities, {r['middles']} middle, {r['exits']} exit relay, an onion "
+         "service), a web server that reports the address it sees (like "
+         "check.torproject.org) and DNS servers"),
+        (ns["client"], "\"your computer\": netspectre runs here, with its own tor"),
+        (ns["guest"], "a container or VM whose traffic is routed through the client"),
+    ]
     lines = [
-        "netspectre lab demo: netspectre torifies a machine in a private Tor network, and proves",
-        "that nothing leaks",
+        *_wrap("netspectre lab demo: netspectre torifies a machine inside a private Tor "
+               "network, and proves that nothing leaks.", 0),
         "",
         "What you are looking at",
-        "  A tiny internet built inside this machine from Linux network namespaces (isolated",
-        "  network stacks, like separate computers), with its own Tor network:",
-        f"    {ns['internet']:<{width}}  \"the internet\": {relays}, an onion service,",
-        f"    {'':<{width}}  a web server that reports the address it sees (like",
-        f"    {'':<{width}}  check.torproject.org) and DNS servers",
-        f"    {ns['client']:<{width}}  \"your computer\": netspectre runs here, with its own tor",
-        f"    {ns['guest']:<{width}}  a container or VM whose traffic is routed through the client",
-        "  Nothing touches your real network: only documentation addresses ("
-        + ", ".join(data["ranges"]) + "),",
-        "  no route out of the lab; your own firewall, DNS and sysctls are left alone.",
-        "  A capture records every packet the client sends while netspectre is active.",
-        "",
-        "What each check proves",
+        *_wrap("A tiny internet built on this machine from Linux network namespaces "
+               "(isolated network stacks, like separate computers):", 2),
     ]
+    for name, what in hosts:
+        lines += _wrap(what, 6 + w, first=f"    {name:<{w}}  ")
+    lines += _wrap(
+        "Nothing touches your real network: the lab uses only documentation addresses ("
+        + ", ".join(data["ranges"]) + ") and has no route out; your own firewall, DNS and "
+        "sysctls are left alone, and everything is removed at the end. tcpdump records every "
+        "packet the client sends while netspectre is active.", 2)
+    lines += ["", "What each check proves (SKIP: not run because a step it needs failed)"]
     for step in data["plan"]:
-        lines.append(f"  {step['title']:<{TITLE_WIDTH}} {step['proves']}")
+        lines += _wrap(step["proves"], TITLE_WIDTH + 3,
+                       first=f"  {step['title']:<{TITLE_WIDTH}} ")
     lines += ["", "Running (about a minute)"]
     return "\n".join(lines)
 
 
+WIDTH = 100
 TITLE_WIDTH = 36
 
 

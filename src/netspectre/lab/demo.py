@@ -22,7 +22,7 @@ from typing import Any
 
 import netspectre
 from netspectre import paths, system
-from netspectre.errors import Error, PermissionError_
+from netspectre.errors import CleanupFailed, Error, PermissionError_
 from netspectre.lab import capture, checks, lifecycle, network, processes
 from netspectre.lab.checks import Check
 from netspectre.lab.info import LabInfo, client_config
@@ -121,6 +121,7 @@ class Demo:
         self.packets: list[Any] = []
         self.started = False  # `netspectre start` was run: stop must run too
         self.stopped = False
+        self.building = False
         self.ipv6_before = ""
         self.ipv6_active = ""
         self.client_mac = ""
@@ -143,8 +144,11 @@ class Demo:
                 self.record(key, None, 0.0, why)
 
     def _netspectre(self, *args: str, timeout: float = 60) -> tuple[int, dict[str, Any], str]:
-        result = system.run(netspectre_argv(self.spec.client_ns, self.config, list(args)),
-                            check=False, timeout=timeout)
+        argv = netspectre_argv(self.spec.client_ns, self.config, list(args))
+        try:
+            result = system.run(argv, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return -1, {}, f"`netspectre {' '.join(args)}` did not finish in {timeout:g} s"
         data = _json_doc(result.stdout)
         said = [ln for ln in result.stderr.splitlines() if ln.startswith(("netspectre:", "hint:"))]
         return result.returncode, data, " / ".join(said) or result.stderr.strip()[-300:]
@@ -157,7 +161,10 @@ class Demo:
     def probes(self, ns: str, batch: list[dict[str, Any]], timeout: float = 90
                ) -> list[dict[str, Any]]:
         argv = network.ns_argv(ns, processes.python_argv("leaks", [json.dumps(batch)]))
-        r = system.run(argv, check=False, timeout=timeout)
+        try:
+            r = system.run(argv, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return [{"error": f"probe runner did not finish in {timeout:g} s"} for _ in batch]
         try:
             value = json.loads(r.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -171,12 +178,15 @@ class Demo:
 
     def lab_up(self) -> bool:
         t0 = time.monotonic()
+        self.building = True  # interrupted in `up`: it tears down, we remove its kept logs
         try:
             self.info = lifecycle.up(self.spec, on_step=self.hooks.on_step, wait_for_onion=False)
         except Error as exc:
+            self.building = False  # e.g. a lab of this name is up already: not ours to remove
             self.record("lab_up", False, time.monotonic() - t0,
                         exc.message + (f" ({exc.hint})" if exc.hint else ""))
             return False
+        self.building = False
         lay = self.info.layout
         consensus_at = self.info.timings.get("consensus", time.monotonic() - t0)
         self.record("lab_up", True, time.monotonic() - t0,
@@ -204,17 +214,22 @@ class Demo:
         with tempfile.TemporaryFile() as err:
             proc = system.spawn(argv, stdout=subprocess.PIPE, stderr=err)
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
-                if line.startswith('{"event"'):
+            try:
+                for raw in proc.stdout:
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    if not line.startswith('{"event"'):
+                        lines.append(line)
+                        continue
                     ev = json.loads(line)
                     self.hooks.on_event(BootstrapEvent(int(ev["progress"]), str(ev["tag"]),
                                                        str(ev["summary"])))
                     if int(ev["progress"]) >= 100 and bootstrapped is None:
                         bootstrapped = time.monotonic() - t0
-                else:
-                    lines.append(line)
-            rc = proc.wait()
+                rc = proc.wait()
+            finally:
+                if proc.poll() is None:  # we were interrupted: `stop --force` follows
+                    proc.terminate()
+                    proc.wait()
             err.seek(0)
             stderr = err.read().decode(errors="replace")
         seconds = time.monotonic() - t0
@@ -324,8 +339,8 @@ class Demo:
     def judge_capture(self) -> None:
         assert self.info is not None
         t0 = time.monotonic()
-        self.packets = self.cap.stop() if self.cap is not None else []
-        self.cap = None
+        cap, self.cap = self.cap, None
+        self.packets = cap.stop() if cap is not None else []
         relays = {(str(r.v4), r.or_port): f"{r.nick} {r.v4}:{r.or_port}"
                   for r in self.info.layout.relays}
         v = capture.judge(self.packets, relays, own_mac=self.client_mac,
@@ -335,12 +350,17 @@ class Demo:
                 "offending": v.offending, "examples": list(v.examples),
                 "pcap": str(self.spec.dir / "demo-uplink.pcap")}
         text = v.summary
+        ok = v.ok
+        if cap is None or cap.ended_early is not None:
+            ok = False
+            text = ("the capture did not run to the end (tcpdump exit "
+                    f"{cap.ended_early if cap else 'unknown'}): " + text)
         if v.ok:
             text += " (" + ", ".join(f"{k.split()[0]} {n}" for k, n in v.by_relay.items()) + ")"
         if v.after_stop:
             text += (f"; not counted: {v.after_stop} IPv6 link-local packets once `stop` had "
                      "lifted the rules and re-enabled IPv6")
-        self.record("capture", v.ok, time.monotonic() - t0, text, data)
+        self.record("capture", ok, time.monotonic() - t0, text, data)
 
     def lab_down(self) -> None:
         t0 = time.monotonic()
@@ -397,17 +417,23 @@ class Demo:
         if self.cap is not None:
             self.cap.stop()
             self.cap = None
-        if self.keep or self.info is None:
+        if self.keep or (self.info is None and not self.building):
             return
+        failures: list[Error] = []
         if self.started and not self.stopped:
-            try:
-                self._netspectre("stop", "--force", timeout=90)
-            except Error:
-                pass
+            rc, _, said = self._netspectre("stop", "--force", timeout=90)
+            if rc != 0:
+                failures.append(Error(f"netspectre stop in {self.spec.client_ns}: {said}"))
         try:
             self.teardown()
-        except Error:
-            pass
+        except CleanupFailed as exc:
+            failures += exc.failures
+        except Error as exc:
+            failures.append(exc)
+        if failures:
+            error = CleanupFailed(failures)
+            error.hint = "`netspectre lab down` (with the same --config) removes what is left"
+            raise error
 
     def report(self, total: float) -> dict[str, Any]:
         failed = [c.key for c in self.checks if c.ok is False]
