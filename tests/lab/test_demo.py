@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from netspectre import system
-from netspectre.lab import LabSpec, checks, demo, layout, network
+from netspectre.lab import LabSpec, checks, clientns, layout, network
 from netspectre.lab.capture import judge
 from netspectre.lab.info import LabInfo
 from netspectre.lab.pcap import ICMP, ICMPV6, TCP, UDP, Packet, parse_frame, read_pcap
@@ -72,7 +72,7 @@ def test_demo_passes_every_check(lab_possible: None, tmp_path: Path) -> None:
     # Nothing left behind.
     assert not network.existing_namespaces() & set(DEMO_SPEC.namespaces)
     assert not DEMO_SPEC.dir.exists()
-    assert not demo.client_paths(DEMO_SPEC.client_ns).run.exists()
+    assert not clientns.client_paths(DEMO_SPEC.client_ns).run.exists()
 
 
 # --- verdicts on made-up evidence (no root) ---------------------------------------------------
@@ -205,9 +205,9 @@ def test_myip_and_onion_verdicts() -> None:
 def test_demo_config_sets_backend_and_timeout() -> None:
     from netspectre import config
 
-    cfg = config.parse(demo.demo_config(_info(), "iptables-legacy"))
+    cfg = config.parse(clientns.config_text(_info(), backend="iptables-legacy"))
     assert cfg.firewall.backend is config.BackendName.IPTABLES_LEGACY
-    assert cfg.tor.bootstrap_timeout == demo.BOOTSTRAP_TIMEOUT
+    assert cfg.tor.bootstrap_timeout == clientns.BOOTSTRAP_TIMEOUT
     assert cfg.check.url.startswith("http://203.0.113.80/")
 
 

@@ -9,27 +9,21 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import netspectre
-from netspectre import paths, system
+from netspectre import system
 from netspectre.errors import CleanupFailed, Error, PermissionError_
-from netspectre.lab import capture, checks, lifecycle, network, processes
+from netspectre.lab import capture, checks, clientns, lifecycle, network, processes
 from netspectre.lab.checks import Check
-from netspectre.lab.info import LabInfo, client_config
+from netspectre.lab.info import LabInfo
 from netspectre.lab.spec import LabSpec, validate
 from netspectre.tor.protocol import BootstrapEvent
 
-BOOTSTRAP_TIMEOUT = 60
 ONION_TIMEOUT = 60.0
 BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 
@@ -53,47 +47,15 @@ def intro(spec: LabSpec) -> dict[str, Any]:
     }
 
 
-def netspectre_argv(ns: str, config: Path, args: list[str]) -> list[str]:
-    src = str(Path(netspectre.__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    return network.ns_argv(ns, ["env", f"PYTHONPATH={path}", sys.executable, "-m", "netspectre",
-                                "--json", "--config", str(config), *args])
-
-
-def client_paths(ns: str) -> paths.Paths:
-    """netspectre's directories as seen from inside the named namespace (paths.detect there)."""
-    suffix = f"netns-{ns}"
-    run = Path(os.environ.get("NETSPECTRE_RUN_DIR", paths.RUN_ROOT / suffix))
-    lib = Path(os.environ.get("NETSPECTRE_LIB_DIR", paths.LIB_ROOT / suffix))
-    return paths.Paths(run=run, lib=lib, daemon=paths.TOR_RUN_ROOT / suffix)
-
-
-def demo_config(info: LabInfo, backend: str | None) -> str:
-    """The lab's client.toml with a shorter bootstrap timeout and, if asked, a backend."""
-    text = client_config(info).replace("[tor]\n", f"[tor]\nbootstrap_timeout = "
-                                       f"{BOOTSTRAP_TIMEOUT}\n", 1)
-    if backend:
-        text += f'backend = "{backend}"\n'  # [firewall] is the file's last table
-    from netspectre import config
-
-    parsed = config.parse(text)
-    if backend and parsed.firewall.backend.value != backend:
-        raise Error(f"could not set firewall.backend = {backend!r} in the demo's config")
-    return text
-
-
-def _json_doc(text: str) -> dict[str, Any]:
-    """The report a `netspectre --json` command printed last (after any event lines)."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("{") and not line.startswith('{"event"'):
-            try:
-                value = json.loads("\n".join(lines[i:]))
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return {}
+def global_ipv6(ns: str, iface: str) -> list[str]:
+    out = system.run(["ip", "-j", "-n", ns, "-6", "addr", "show", "dev", iface, "scope",
+                      "global"], check=False).stdout
+    try:
+        found = json.loads(out or "[]")
+    except ValueError:
+        return []
+    return [f"{a['local']}/{a['prefixlen']}" for link in found
+            for a in link.get("addr_info", []) if "local" in a]
 
 
 @contextmanager
@@ -116,7 +78,7 @@ class Demo:
         self.checks: list[Check] = []
         self.info: LabInfo | None = None
         self.config = spec.dir / "demo.toml"
-        self.cpaths = client_paths(spec.client_ns)
+        self.cpaths = clientns.client_paths(spec.client_ns)
         self.cap: capture.Capture | None = None
         self.packets: list[Any] = []
         self.started = False  # `netspectre start` was run: stop must run too
@@ -125,6 +87,7 @@ class Demo:
         self.ipv6_before = ""
         self.ipv6_active = ""
         self.client_mac = ""
+        self.ipv6_addrs: list[str] = []
         self.stop_began: float | None = None
         self.used_backend = ""
 
@@ -143,36 +106,14 @@ class Demo:
             if key not in done and key not in but:
                 self.record(key, None, 0.0, why)
 
-    def _netspectre(self, *args: str, timeout: float = 60) -> tuple[int, dict[str, Any], str]:
-        argv = netspectre_argv(self.spec.client_ns, self.config, list(args))
-        try:
-            result = system.run(argv, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return -1, {}, f"`netspectre {' '.join(args)}` did not finish in {timeout:g} s"
-        data = _json_doc(result.stdout)
-        said = [ln for ln in result.stderr.splitlines() if ln.startswith(("netspectre:", "hint:"))]
-        return result.returncode, data, " / ".join(said) or result.stderr.strip()[-300:]
+    def _netspectre(self, *args: str, timeout: float = 60) -> clientns.Outcome:
+        return clientns.run(self.spec.client_ns, self.config, *args, timeout=timeout)
 
     def _sysctl_ipv6(self) -> str:
-        r = system.run(network.ns_argv(self.spec.client_ns, [
-            "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6"]), check=False)
-        return r.stdout.strip()
+        return clientns.sysctl(self.spec.client_ns, "net.ipv6.conf.all.disable_ipv6")
 
-    def probes(self, ns: str, batch: list[dict[str, Any]], timeout: float = 90
-               ) -> list[dict[str, Any]]:
-        argv = network.ns_argv(ns, processes.python_argv("leaks", [json.dumps(batch)]))
-        try:
-            r = system.run(argv, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return [{"error": f"probe runner did not finish in {timeout:g} s"} for _ in batch]
-        try:
-            value = json.loads(r.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            value = None
-        if not isinstance(value, list) or len(value) != len(batch):
-            why = r.stderr.strip().splitlines()[-1:] or [f"exit {r.returncode}"]
-            return [{"error": f"probe runner failed: {why[0]}"} for _ in batch]
-        return value
+    def probes(self, ns: str, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return clientns.probes(ns, batch)
 
     # -- the steps -----------------------------------------------------------------------------
 
@@ -197,63 +138,36 @@ class Demo:
 
     def start(self) -> bool:
         assert self.info is not None
-        self.config.write_text(demo_config(self.info, self.backend))
+        self.config.write_text(clientns.config_text(self.info, backend=self.backend))
         if self.cpaths.state.exists():  # a crashed earlier demo of a namespace of this name
             self._netspectre("stop", "--force")
         shutil.rmtree(self.cpaths.tor_data, ignore_errors=True)  # other lab, other keys: cold
         self.ipv6_before = self._sysctl_ipv6()
+        self.ipv6_addrs = global_ipv6(self.spec.client_ns, network.UPLINK)
         self.client_mac = capture.mac(self.spec.client_ns, network.UPLINK)
         self.cap = capture.Capture(self.spec.client_ns, network.UPLINK,
                                    self.spec.dir / "demo-uplink.pcap")
         self.cap.start()
-        t0 = time.monotonic()
         self.started = True
-        argv = netspectre_argv(self.spec.client_ns, self.config, ["start"])
-        bootstrapped: float | None = None
-        lines: list[str] = []
-        with tempfile.TemporaryFile() as err:
-            proc = system.spawn(argv, stdout=subprocess.PIPE, stderr=err)
-            assert proc.stdout is not None
-            try:
-                for raw in proc.stdout:
-                    line = raw.decode(errors="replace").rstrip("\n")
-                    if not line.startswith('{"event"'):
-                        lines.append(line)
-                        continue
-                    ev = json.loads(line)
-                    self.hooks.on_event(BootstrapEvent(int(ev["progress"]), str(ev["tag"]),
-                                                       str(ev["summary"])))
-                    if int(ev["progress"]) >= 100 and bootstrapped is None:
-                        bootstrapped = time.monotonic() - t0
-                rc = proc.wait()
-            finally:
-                if proc.poll() is None:  # we were interrupted: `stop --force` follows
-                    proc.terminate()
-                    proc.wait()
-            err.seek(0)
-            stderr = err.read().decode(errors="replace")
-        seconds = time.monotonic() - t0
-        data = _json_doc("\n".join(lines))
-        if rc != 0 or not data.get("active"):
-            said = [ln for ln in stderr.splitlines() if ln.startswith(("netspectre:", "hint:"))]
-            self.record("start", False, seconds, " / ".join(said) or f"exit {rc}")
+        out = clientns.start(self.spec.client_ns, self.config, self.hooks.on_event)
+        if out.rc != 0 or not out.data.get("active"):
+            self.record("start", False, out.seconds, out.said or f"exit {out.rc}")
             return False
-        self.used_backend = str(data.get("backend"))
-        self.record("start", True, seconds,
+        self.used_backend = str(out.data.get("backend"))
+        self.record("start", True, out.seconds,
                     f"firewall ({self.used_backend}) in force, then Tor bootstrapped 100 % in "
-                    f"{bootstrapped or seconds:.1f} s from a cold DataDirectory",
-                    {"backend": self.used_backend, "bootstrap_s": bootstrapped})
+                    f"{out.bootstrapped_s or out.seconds:.1f} s from a cold DataDirectory",
+                    {"backend": self.used_backend, "bootstrap_s": out.bootstrapped_s})
         return True
 
     def myip(self) -> None:
         assert self.info is not None
-        t0 = time.monotonic()
-        rc, data, said = self._netspectre("myip", timeout=60)
-        if not data or "error" in data:
-            self.record("myip", False, time.monotonic() - t0, said or f"exit {rc}")
+        out = self._netspectre("myip", timeout=60)
+        if not out.data or "error" in out.data:
+            self.record("myip", False, out.seconds, out.said or f"exit {out.rc}")
             return
-        ok, text = checks.judge_myip(self.info, data)
-        self.record("myip", ok and rc == 0, time.monotonic() - t0, text, data)
+        ok, text = checks.judge_myip(self.info, out.data)
+        self.record("myip", ok and out.rc == 0, out.seconds, text, out.data)
 
     def dns(self) -> None:
         assert self.info is not None
@@ -313,16 +227,15 @@ class Demo:
         assert self.info is not None
         t0 = time.monotonic()
         self.stop_began = time.time()
-        rc, data, said = self._netspectre("stop", timeout=90)
-        stop_s = time.monotonic() - t0
-        self.stopped = rc == 0
+        out = self._netspectre("stop", timeout=90)
+        self.stopped = out.rc == 0
         if judge_capture:
             self.judge_capture()
         elif self.cap is not None:
             self.cap.stop()
             self.cap = None
-        if rc != 0:
-            self.record("stop", False, stop_s, said or f"exit {rc}")
+        if out.rc != 0:
+            self.record("stop", False, out.seconds, out.said or f"exit {out.rc}")
             return
         lay = self.info.layout
         (direct,) = self.probes(self.spec.client_ns, [
@@ -330,11 +243,19 @@ class Demo:
         ipv6_after = self._sysctl_ipv6()
         seen = (direct.get("json") or {}).get("IP")
         ok = seen == str(lay.client4) and ipv6_after == self.ipv6_before
-        self.record("stop", ok, time.monotonic() - t0,
-                    f"stopped in {stop_s:.1f} s; a direct request reaches the web server again "
-                    f"(it sees {seen or direct.get('error')}); disable_ipv6 back to "
-                    f"{ipv6_after} (was {self.ipv6_before} before start)",
-                    {"direct": direct, "ipv6_after": ipv6_after, "report": data})
+        text = (f"stopped in {out.seconds:.1f} s; a direct request reaches the web server "
+                f"again (it sees {seen or direct.get('error')}); disable_ipv6 back to "
+                f"{ipv6_after} (was {self.ipv6_before} before start)")
+        lost = sorted(set(self.ipv6_addrs) - set(global_ipv6(self.spec.client_ns,
+                                                             network.UPLINK)))
+        if lost:
+            # Known limit, not judged here: the kernel deletes an interface's IPv6 addresses
+            # when IPv6 is disabled on it, and restoring the sysctl does not bring static ones
+            # back.
+            text += f"; note: static IPv6 address {', '.join(lost)} did not come back"
+        self.record("stop", ok, time.monotonic() - t0, text,
+                    {"direct": direct, "ipv6_after": ipv6_after, "ipv6_lost": lost,
+                     "report": out.data})
 
     def judge_capture(self) -> None:
         assert self.info is not None
@@ -421,9 +342,9 @@ class Demo:
             return
         failures: list[Error] = []
         if self.started and not self.stopped:
-            rc, _, said = self._netspectre("stop", "--force", timeout=90)
-            if rc != 0:
-                failures.append(Error(f"netspectre stop in {self.spec.client_ns}: {said}"))
+            out = self._netspectre("stop", "--force", timeout=90)
+            if out.rc != 0:
+                failures.append(Error(f"netspectre stop in {self.spec.client_ns}: {out.said}"))
         try:
             self.teardown()
         except CleanupFailed as exc:

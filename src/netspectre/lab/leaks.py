@@ -184,6 +184,7 @@ def run_one(p: Probe) -> dict[str, Any]:
             break
         time.sleep(0.05)
     result["elapsed"] = round(time.monotonic() - start, 4)
+    result["done_at"] = time.time()  # wall clock: compare with events outside the namespace
     if retry_for:
         result["attempts"] = attempts
     return result
