@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""The lab's numbers (issues #3 and #4), measured over N runs in a lab of its own (prefix
+`nsbench-`), which it always takes down again.
+
+Usage (root): .venv/bin/python bench/lab.py [--runs 3] [--mib 20] [--no-demo]
+
+Per run: lab up → consensus, → netspectre's managed tor bootstrapped (cold), → onion published;
+whole-lab RSS; `start` → Tor 100 % with a cold DataDirectory and with a warm one (stop, start);
+the supervisor's RSS; kill -9 of the managed tor → a request through the transparent proxy
+succeeds again; a bulk download through TransPort and through the SocksPort over the same
+relays (entry, middle and exit pinned over the control port); `lab down`; then `lab demo`
+(in the same prefix, after down). Prints a table; the medians are the numbers to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from netspectre import system
+from netspectre.lab import LabSpec, clientns, lifecycle, processes
+from netspectre.lab.info import LabInfo
+from netspectre.tor.control import Controller
+from netspectre.tor.layout import Files
+from netspectre.tor.protocol import BootstrapEvent
+
+SPEC = LabSpec(prefix="nsbench-")
+TARGETS = {
+    "lab up → client bootstrapped (s)": "≤ 20",
+    "lab demo wall time (s)": "≤ 60",
+    "TransPort / SocksPort throughput": "≥ 0.95",
+    "supervisor RSS (MiB)": "≤ 30",
+}
+
+
+def rss_mib(pid: int | None) -> float:
+    if not pid:
+        return float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def quiet(_: BootstrapEvent) -> None:
+    pass
+
+
+class Run:
+    def __init__(self, mib: int, pairs: int) -> None:
+        self.mib, self.pairs = mib, pairs
+        self.m: dict[str, float] = {}
+        self.info: LabInfo | None = None
+        self.config = SPEC.dir / "bench.toml"
+        self.cpaths = clientns.client_paths(SPEC.client_ns)
+        self.files = Files.of(self.cpaths)
+
+    def ns(self, *args: str, timeout: float = 90) -> clientns.Outcome:
+        out = clientns.run(SPEC.client_ns, self.config, *args, timeout=timeout)
+        if out.rc != 0:
+            raise SystemExit(f"netspectre {' '.join(args)} failed: {out.said}")
+        return out
+
+    def start(self, what: str) -> float:
+        out = clientns.start(SPEC.client_ns, self.config, quiet)
+        if out.rc != 0 or out.bootstrapped_s is None:
+            raise SystemExit(f"netspectre start ({what}) failed: {out.said}")
+        return out.bootstrapped_s
+
+    def probe(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return clientns.probes(SPEC.client_ns, batch, timeout=180)
+
+    def up_and_cold_start(self) -> None:
+        t0 = time.monotonic()
+        self.info = info = lifecycle.up(SPEC, wait_for_onion=False)
+        self.m["lab up → consensus (s)"] = info.timings["consensus"]
+        onion_at: list[float] = []
+
+        def watch() -> None:
+            lifecycle.wait_onion(info, timeout=120)
+            onion_at.append(time.monotonic() - t0)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        self.config.write_text(clientns.config_text(info))
+        shutil.rmtree(self.cpaths.tor_data, ignore_errors=True)
+        started = time.monotonic() - t0
+        cold = self.start("cold")
+        self.m["start → 100 %, cold DataDirectory (s)"] = cold
+        self.m["lab up → client bootstrapped (s)"] = started + cold
+        watcher.join()
+        if onion_at:
+            self.m["lab up → onion published (s)"] = onion_at[0]
+        self.m["supervisor RSS (MiB)"] = rss_mib(processes.read_pid(self.files.supervisor_pid))
+        self.m["managed tor RSS (MiB)"] = rss_mib(processes.read_pid(self.files.tor_pid))
+        procs = processes.find(SPEC)
+        self.m["lab RSS without the client (MiB)"] = sum(
+            p.rss_kib for p in procs if p.ns != SPEC.client_ns) / 1024
+        self.m["whole lab RSS incl. client (MiB)"] = sum(p.rss_kib for p in procs) / 1024
+
+    def bulk(self) -> None:
+        """The same relays for both: Tor isolates streams by listener, so the two downloads
+        use two circuits; pinning entry, middle and exit makes them the same path."""
+        assert self.info is not None
+        fp = self.info.fingerprints
+        lay = self.info.layout
+        guard = lay.authorities[0].nick
+        with Controller.connect(self.files.control) as ctl:
+            ctl.authenticate(self.files.cookie)
+            ctl.command(f"SETCONF EntryNodes=${fp[guard]} MiddleNodes=${fp['middle1']} "
+                        f"ExitNodes=${fp['exit1']} StrictNodes=1")
+            ctl.signal("NEWNYM")
+        n = self.mib << 20
+        url = f"http://{lay.web4}/bytes/{n}"
+        trans = {"kind": "http", "url": url, "timeout": 120}
+        socks = trans | {"socks": "127.0.0.1:9060"}
+        self.probe([trans | {"url": f"http://{lay.web4}/api/ip"},
+                    socks | {"url": f"http://{lay.web4}/api/ip"}])  # build both circuits
+        rates: dict[str, list[float]] = {"trans": [], "socks": []}
+        for _ in range(self.pairs):
+            for name, p in (("socks", socks), ("trans", trans)):
+                (r,) = self.probe([p])
+                if r.get("bytes") != n:
+                    raise SystemExit(f"bulk download via {name} failed: {r}")
+                rates[name].append(n / (r["total_s"] - r["first_byte_s"]) / 1e6)
+        with Controller.connect(self.files.control) as ctl:
+            ctl.authenticate(self.files.cookie)
+            status = ctl.getinfo("circuit-status")["circuit-status"]
+        paths = {line.split()[2] for line in status.splitlines()
+                 if " BUILT " in line and "PURPOSE=GENERAL" in line
+                 and line.split()[2].count(",") == 2}  # not one-hop directory circuits
+        want = f"${fp[guard]}~{guard},${fp['middle1']}~middle1,${fp['exit1']}~exit1"
+        if paths - {want}:
+            print(f"  note: 3-hop circuits on other paths too: {sorted(paths)}")
+        t, s = statistics.median(rates["trans"]), statistics.median(rates["socks"])
+        self.m[f"bulk {self.mib} MiB via TransPort (MB/s)"] = t
+        self.m[f"bulk {self.mib} MiB via SocksPort (MB/s)"] = s
+        self.m["TransPort / SocksPort throughput"] = t / s
+
+    def warm_start(self) -> None:
+        self.ns("stop")
+        self.m["start → 100 %, warm DataDirectory (s)"] = self.start("warm")
+
+    def kill_tor(self) -> None:
+        assert self.info is not None
+        pid = processes.read_pid(self.files.tor_pid)
+        if pid is None:
+            raise SystemExit("no managed tor to kill")
+        killed = time.time()
+        os.kill(pid, signal.SIGKILL)
+        url = f"http://{self.info.layout.web4}/api/ip"
+        (r,) = self.probe([{"kind": "http", "url": url, "timeout": 5, "retry_for": 90}])
+        if (r.get("json") or {}).get("IsTor") is not True:
+            raise SystemExit(f"traffic did not come back through Tor after kill -9: {r}")
+        self.m["kill -9 tor → traffic flows again (s)"] = r["done_at"] - killed
+
+    def down(self) -> None:
+        self.ns("stop")
+        t0 = time.monotonic()
+        lifecycle.down(SPEC)
+        self.m["lab down (s)"] = time.monotonic() - t0
+        shutil.rmtree(self.cpaths.lib, ignore_errors=True)
+
+
+def demo_wall() -> float:
+    cfg = Path(f"/tmp/netspectre-bench-{os.getpid()}.toml")
+    cfg.write_text(f'[lab]\nprefix = "{SPEC.prefix}"\n')
+    try:
+        t0 = time.monotonic()
+        r = system.run([sys.executable, "-m", "netspectre", "--config", str(cfg), "--json",
+                        "lab", "demo"], check=False, timeout=300)
+        wall = time.monotonic() - t0
+    finally:
+        cfg.unlink()
+    report = json.loads(r.stdout or "{}")
+    if not report.get("ok"):
+        failed = [c for c in report.get("checks", []) if c["verdict"] != "PASS"]
+        print(f"  lab demo did not pass: {failed or r.stderr[-500:]}")
+    return wall
+
+
+def cleanup() -> None:
+    """Whatever a run left: netspectre in the client (its rules die with the namespace, but
+    its supervisor and tor would not), then the lab."""
+    config = SPEC.dir / "bench.toml"
+    if config.exists():
+        clientns.run(SPEC.client_ns, config, "stop", "--force", timeout=90)
+    lifecycle.down(SPEC)
+    shutil.rmtree(clientns.client_paths(SPEC.client_ns).lib, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mib", type=int, default=20, help="bulk download size")
+    ap.add_argument("--pairs", type=int, default=5,
+                    help="bulk downloads per port and run, alternating SocksPort and TransPort")
+    ap.add_argument("--no-demo", action="store_true", help="skip timing `lab demo`")
+    ap.add_argument("--json", type=Path, help="also write every sample here")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench/lab.py needs root (network namespaces)")
+    lifecycle.down(SPEC)  # leftovers of an interrupted earlier run
+    samples: dict[str, list[float]] = {}
+    try:
+        for i in range(args.runs):
+            run = Run(args.mib, args.pairs)
+            try:
+                run.up_and_cold_start()
+                run.bulk()
+                run.warm_start()
+                run.kill_tor()
+                run.down()
+            finally:
+                cleanup()
+            if not args.no_demo:
+                run.m["lab demo wall time (s)"] = demo_wall()
+            for key, value in run.m.items():
+                samples.setdefault(key, []).append(value)
+            print(f"run {i + 1}/{args.runs}: " + ", ".join(
+                f"{k.split(' (')[0]} {v:.2f}" for k, v in run.m.items()), flush=True)
+    finally:
+        cleanup()
+    cpus = os.cpu_count()
+    print(f"\nnetspectre lab benchmarks: {args.runs} runs, {cpus} CPUs, tor "
+          f"{system.run(['tor', '--version']).stdout.split()[2].rstrip('.')}")
+    width = max(len(k) for k in samples)
+    print(f"{'metric':<{width}}  {'median':>8}  {'min':>8}  {'max':>8}  target")
+    for key, values in samples.items():
+        print(f"{key:<{width}}  {statistics.median(values):8.2f}  {min(values):8.2f}  "
+              f"{max(values):8.2f}  {TARGETS.get(key, '')}")
+    if args.json:
+        args.json.write_text(json.dumps(samples, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
