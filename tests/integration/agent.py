@@ -463,7 +463,9 @@ def _storm(targets: list[dict[str, Any]], stop: threading.Event, deadline: float
                     s.connect_ex((t["dst"], t["port"]))
                     s.close()
                 elif t["kind"] == "udp":
-                    udp.sendto(b"storm", (t["dst"], t["port"]))
+                    # "hex": a payload of the target's own (a real tor must get well-formed DNS)
+                    udp.sendto(bytes.fromhex(t["hex"]) if "hex" in t else b"storm",
+                               (t["dst"], t["port"]))
                 else:
                     icmp.sendto(ping, (t["dst"], 0))
                 counts[t["kind"]] += 1

@@ -89,6 +89,8 @@ class Bench:
         link = json.loads(client.run(["ip", "-j", "link", "show", UPLINK]).stdout)
         bench = cls(info, client, guest, inet, workdir, confdir, {}, link[0]["address"])
         try:
+            bench.ensure_stopped()
+            shutil.rmtree(bench.lib_dir, ignore_errors=True)  # a cold first start
             bench.restore_ipv6()
             bench.host_firewall(True)
             bench.agents["root"] = LabAgent(client)
@@ -113,6 +115,8 @@ class Bench:
             self.host_firewall(False)
             self.restore_ipv6()
             shutil.rmtree(self.confdir, ignore_errors=True)
+            # Tor's warm DataDirectory for this namespace: stale once the lab is gone.
+            shutil.rmtree(self.lib_dir, ignore_errors=True)
 
     # --- agents ---------------------------------------------------------------------------
 
@@ -193,6 +197,22 @@ class Bench:
     @property
     def state_dir(self) -> Path:
         return Path(f"/run/netspectre/netns-{self.client.name}")
+
+    @property
+    def lib_dir(self) -> Path:
+        return Path(f"/var/lib/netspectre/netns-{self.client.name}")
+
+    def tor_logs(self, lines: int = 15) -> str:
+        """The tails of the supervisor's and the managed tor's logs (for failure messages)."""
+        out = []
+        for path in (self.state_dir / "tor" / "supervisor.log",
+                     Path(f"/run/netspectre-tor/netns-{self.client.name}/notice.log")):
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError as exc:
+                tail = [f"({exc.strerror})"]
+            out.append(f"--- {path}\n" + "\n".join(tail))
+        return "\n".join(out)
 
     def ours_present(self) -> bool:
         if "netspectre" in self.client.run(["nft", "list", "tables"]).stdout:
@@ -333,7 +353,7 @@ def refused_fast(result: dict[str, Any]) -> bool:
 
 
 def poll(predicate: Callable[[], Any], *, timeout: float, what: str,
-         pause: float = 0.05) -> Any:
+         pause: float = 0.05, explain: Callable[[], str] = lambda: "") -> Any:
     """Poll until truthy (the value is returned); AssertionError naming `what` on timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -341,7 +361,7 @@ def poll(predicate: Callable[[], Any], *, timeout: float, what: str,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{explain()}")
         time.sleep(pause)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,7 +53,6 @@ def bench(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Be
         pytest.skip("missing tools: " + ", ".join(missing))
     b = Bench.create(lab, tmp_path_factory.mktemp("e2e"))
     try:
-        b.ensure_stopped()
         yield b
     finally:
         b.close()
@@ -217,6 +217,7 @@ class Active:
     started: float  # wall clock just before `start` ran
     returned: float  # … and when it returned (Tor bootstrapped)
     flows: dict[str, dict[str, Any]]  # opened before `start`
+    cold: bool  # Tor's DataDirectory was empty
 
 
 FLOWS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
@@ -274,13 +275,14 @@ def active(bench: Bench, request: pytest.FixtureRequest) -> Iterator[Active]:
     try:
         flows = _open_flows(b)
         marker = {"kind": "udp", "dst": str(b.info.layout.web4), "port": MARKER_PORT}
+        cold = not (b.lib_dir / "tor" / "cached-microdesc-consensus").exists()
         started = time.time()
         b.root.call("storm_start", targets=[marker], max_seconds=60, pause=0.005)
         try:
             b.start(cfg)
         finally:
             b.root.call("storm_stop")
-        yield Active(backend, ipv6, cfg, cap, started, time.time(), flows)
+        yield Active(backend, ipv6, cfg, cap, started, time.time(), flows, cold)
     finally:
         cap.stop()
         _close_flows(b)
@@ -318,7 +320,8 @@ class TestActive:
                   if p.dport != MARKER_PORT]
         print(f"\n[{active.backend}/{active.ipv6 or 'default'}] `start`: rules in force after "
               f"{in_force - active.started:.2f} s, bootstrapped after "
-              f"{active.returned - active.started:.2f} s; before the rules, besides the "
+              f"{active.returned - active.started:.2f} s ({'cold' if active.cold else 'warm'} "
+              "DataDirectory); before the rules, besides the "
               f"markers: {show(during) or 'nothing'}")
         b.assert_no_leak([p for p in packets if p.ts > in_force], what="once the rules held ")
         assert any(b.to_relay(p) for p in b.outgoing(packets, since=active.started)), \
@@ -410,23 +413,32 @@ class TestActive:
         assert second.data["rate_limited"] is True, str(second)
         assert 0 < second.data["delay_seconds"] <= 10, str(second)
         assert "10 s" in second.data["message"], str(second)
-        assert_through_tor(b.info, b.root.call("http", host=str(b.info.layout.web4)),
-                           "HTTP after NEWNYM")
+        # the next connection waits for a new circuit
+        assert_through_tor(b.info, b.root.call("http", host=str(b.info.layout.web4),
+                                               timeout=10.0), "HTTP after NEWNYM")
 
 
 # --- kill switch ------------------------------------------------------------------------------
 
 
+def _dns_query(name: str) -> bytes:
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", 0x4E53, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+
+
 def _storm_targets(b: Bench) -> list[dict[str, Any]]:
     lay = b.info.layout
     web4, dns4, res4 = str(lay.web4), str(lay.dns4), str(lay.resolver4)
+    # Port 53 ends at Tor's DNSPort: well-formed queries (see test_short_dns_datagram), for a
+    # name Tor answers itself (the onion is automapped), so the storm loads no circuit.
+    query = _dns_query(b.info.onion).hex()
     return [
         {"kind": "tcp", "dst": web4, "port": 80},
         {"kind": "tcp", "dst": web4, "port": 443},
         {"kind": "udp", "dst": web4, "port": 443},
         {"kind": "udp", "dst": web4, "port": 3478},
-        {"kind": "udp", "dst": dns4, "port": 53},
-        {"kind": "udp", "dst": res4, "port": 53},
+        {"kind": "udp", "dst": dns4, "port": 53, "hex": query},
+        {"kind": "udp", "dst": res4, "port": 53, "hex": query},
         {"kind": "icmp", "dst": web4},
     ]
 
@@ -458,7 +470,8 @@ def _until_through_tor(b: Bench, *, timeout: float) -> tuple[float, list[dict[st
             return began + result["elapsed"]
         return None
 
-    done = poll(once, timeout=timeout, what="traffic through Tor again", pause=0.02)
+    done = poll(once, timeout=timeout, what="traffic through Tor again", pause=0.02,
+                explain=lambda: f"last attempts: {attempts[-3:]}\n{b.tor_logs()}")
     return float(done), attempts
 
 
@@ -531,6 +544,25 @@ def test_kill_switch(bench: Bench) -> None:
     slow = {k: v for k, v in refused.items() if not refused_fast(v)}
     assert not slow, f"while Tor was down, not refused fast: {slow}"
     assert final["active"] and final["tor"]["up"], final
+
+
+def test_short_dns_datagram(bench: Bench) -> None:
+    """Every local user's UDP to port 53 ends at Tor's DNSPort, so a datagram too short for a
+    DNS header (12 bytes) must not take Tor down. libevent 2.1.12's DNS server dereferences a
+    request it never allocated on such a datagram (libevent/libevent#1231): tor segfaults, and
+    any unprivileged user can keep the machine offline (the kill switch holds, fail closed)."""
+    b, lay = bench, bench.info.layout
+    cfg = b.config("nft")
+    with b.active(cfg):
+        pid, _, _ = _tor_pids(b, cfg)
+        sent = b.nobody.call("sendto", dst=str(lay.dns4), port=53, data="storm")
+        answer = b.root.call("dns", dst=str(lay.resolver4), name="echo.test", timeout=5.0)
+        after, _, tor = _tor_pids(b, cfg)
+        logs = b.tor_logs(5)
+    assert sent["sent"]
+    assert after == pid and answer.get("answer") == str(lay.web4), (
+        f"a 5-byte UDP datagram to {lay.dns4}:53 from nobody took tor (pid {pid}) down: "
+        f"the next query got {answer}; tor now: pid {after}, {tor['message']!r}\n{logs}")
 
 
 # --- transitions ------------------------------------------------------------------------------
