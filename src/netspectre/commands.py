@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netspectre import firewall, paths, state, sysctl
+from netspectre import firewall, ipv6, paths, state, sysctl
 from netspectre.backends import Backend
 from netspectre.config import Config, TorMode
 from netspectre.errors import CleanupFailed, Error, PermissionError_, StateError
@@ -78,6 +78,8 @@ def start(
             created=sorted(
                 {*(previous.created if previous else []), *firewall.absent_builtins(backend)}
             ),
+            ipv6_config=(previous.ipv6_config if previous is not None
+                         else ipv6.snapshot() if policy.disable_ipv6 else {}),
         )
         state.save(p.state, record)
         # IPv6 off before any rule: it only closes, and makes a kill between iptables'
@@ -94,6 +96,7 @@ def start(
             if previous is None:
                 for key, value in sysctl.restore_order(saved):
                     sysctl.write(key, value)
+                ipv6.restore(record.ipv6_config)
                 firewall.remove_everywhere(backend)
                 state.remove(p.state)
             exc.hint = exc.hint or "nothing was changed; run with --debug to see the commands"
@@ -165,6 +168,7 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
                     restored[key] = value
                 except OSError as exc:
                     failures.append(Error(f"could not restore {key}={value}: {exc}"))
+            failures += ipv6.restore(current.ipv6_config)
         if failures:
             raise CleanupFailed(failures)
         state.remove(p.state)
@@ -202,7 +206,7 @@ def restart(ctx: Context) -> dict[str, Any]:
         if current is None or current.phase is not Phase.ACTIVE:
             raise StateError("netspectre is not active", "use `netspectre start`")
         if policy.disable_ipv6 and not current.sysctls:
-            current = current.with_(sysctls=_ipv6_snapshot(policy))
+            current = current.with_(sysctls=_ipv6_snapshot(policy), ipv6_config=ipv6.snapshot())
         updated = current.with_(
             backend=backend.value,
             policy=policy.summary(),

@@ -34,6 +34,7 @@ class State:
     config_path: str | None = None
     tor: dict[str, Any] | None = None
     created: list[str] = field(default_factory=list)  # iptables-nft built-ins we may create
+    ipv6_config: dict[str, Any] = field(default_factory=dict)  # static addrs/routes to re-add
     version: int = VERSION
 
     def with_(self, **changes: Any) -> State:
@@ -70,6 +71,7 @@ def from_json(text: str, *, path: str = "state") -> State:
             config_path=data.get("config_path"),
             tor=data.get("tor"),
             created=[str(c) for c in data.get("created", [])],
+            ipv6_config=dict(data.get("ipv6_config", {})),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StateError(
