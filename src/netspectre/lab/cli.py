@@ -110,7 +110,7 @@ def _intro_text(data: dict[str, Any]) -> str:
     for step in data["plan"]:
         lines += _wrap(step["proves"], TITLE_WIDTH + 3,
                        first=f"  {step['title']:<{TITLE_WIDTH}} ")
-    lines += ["", "Running (about a minute)"]
+    lines += ["", "Running (well under a minute; Ctrl-C stops it and cleans up)"]
     return "\n".join(lines)
 
 
