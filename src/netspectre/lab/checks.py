@@ -57,7 +57,8 @@ PLAN: tuple[tuple[str, str, str], ...] = (
     ("capture", "capture of the client's uplink",
      "every packet that left the client went to a Tor relay's ORPort"),
     ("stop", "netspectre stop",
-     "the client is restored: direct traffic flows again, IPv6 sysctl back"),
+     "the client is restored: direct traffic flows again (IPv4 and IPv6), IPv6 sysctl and "
+     "addresses back"),
     ("lab_down", "lab down", "everything the demo created is gone"),
 )
 TITLES = {key: title for key, title, _ in PLAN}
