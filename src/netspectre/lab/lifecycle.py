@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from netspectre import system
+from netspectre import paths, system
 from netspectre.errors import CleanupFailed, Error, PermissionError_, StateError, TorError
 from netspectre.lab import consensus, keys, network, processes, torrc
 from netspectre.lab import info as lab_info
@@ -279,6 +279,10 @@ def _teardown(spec: LabSpec, *, keep_failed: bool) -> None:
     failures += processes.stop(p.pid for p in processes.find(spec))
     failures += network.delete(spec)
     dirs = [spec.dir] if keep_failed else [spec.dir, _failed_dir(spec)]
+    # netspectre's own dirs for the client namespace (paths.detect names them after it): Tor's
+    # cached consensus and guards there are signed by keys that die with this lab.
+    dirs += [root / f"netns-{spec.client_ns}"
+             for root in (paths.LIB_ROOT, paths.RUN_ROOT, paths.TOR_RUN_ROOT)]
     for d in dirs:
         if d.exists():
             try:
