@@ -203,14 +203,21 @@ class Bench:
         return Path(f"/var/lib/netspectre/netns-{self.client.name}")
 
     def tor_logs(self, lines: int = 15) -> str:
-        """The tails of the supervisor's and the managed tor's logs (for failure messages)."""
+        """For failure messages: what the supervisor said (and tor's dying words), and the tail
+        of the managed tor's notice log."""
+        sources = (
+            (self.state_dir / "tor" / "supervisor.log",
+             lambda line: "supervisor[" in line or " died: " in line or "[err]" in line),
+            (Path(f"/run/netspectre-tor/netns-{self.client.name}/notice.log"),
+             lambda line: True),
+        )
         out = []
-        for path in (self.state_dir / "tor" / "supervisor.log",
-                     Path(f"/run/netspectre-tor/netns-{self.client.name}/notice.log")):
+        for path, keep in sources:
             try:
-                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                text = path.read_text(errors="replace")
             except OSError as exc:
-                tail = [f"({exc.strerror})"]
+                text = f"({exc.strerror})"
+            tail = [line for line in text.splitlines() if keep(line)][-lines:]
             out.append(f"--- {path}\n" + "\n".join(tail))
         return "\n".join(out)
 

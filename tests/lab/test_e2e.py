@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
+# harness first: it puts tests/integration (netns, agent, topology) on sys.path
 from harness import DOWN, FAST, Bench, Poller, assert_lab_only, poll, refused_fast, show
 from netns import (
     ACK,
