@@ -94,10 +94,14 @@ def _tcp_flags(expr: str) -> str:
     return f"-p tcp -m tcp --tcp-flags {names(m[1])} {comp}"
 
 
-def _sanity() -> list[str]:
+def _sanity(p: Policy, family: int) -> list[str]:
+    # Short DNS datagrams crash tor (see nft.py); iptables' length is the whole IP packet.
+    short = 20 + 8 + 12 - 1 if family == 4 else 40 + 8 + 12 - 1
     return [
         _rule("-m conntrack --ctstate INVALID", "DROP", "blocked_invalid"),
         *(_rule(_tcp_flags(f), "DROP", "blocked_invalid") for f in BAD_TCP_FLAGS),
+        _rule(f"-p udp -m udp --dport {p.dns_port} -m length --length 0:{short}", "DROP",
+              "blocked_invalid"),
     ]
 
 
@@ -120,7 +124,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-p tcp", trans, "tcp_torified"),
     ]
     out = [
-        *_sanity(),
+        *_sanity(p, 4),
         _rule("-o lo", "RETURN"),
         _rule("-d 127.0.0.0/8", "RETURN"),
         _rule(uid, "RETURN"),
@@ -165,7 +169,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
     admin = "REJECT --reject-with icmp6-adm-prohibited"
     # Tor's user gets no IPv6 (nft: `meta skuid … meta nfproto ipv4`), so no flow mark either.
     out = [
-        *_sanity(),
+        *_sanity(p, 6),
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
         *_replies(p),

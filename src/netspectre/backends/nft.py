@@ -70,6 +70,9 @@ def table(p: Policy) -> str:
     out = [
         "ct state invalid counter name blocked_invalid drop",
         *(f"{flags} counter name blocked_invalid drop" for flags in BAD_TCP_FLAGS),
+        # A datagram shorter than a DNS header crashes tor 0.4.9 (libevent #1231): any local
+        # user could keep Tor down. Matched after the redirect, so it covers all of UDP 53.
+        f"udp dport {p.dns_port} udp length < 20 counter name blocked_invalid drop",
         "oifname \"lo\" accept",
         "ip daddr 127.0.0.0/8 accept",
         "ip6 daddr ::1 accept",
