@@ -1,33 +1,30 @@
-"""A minimal Tor control-protocol client for the lab's own tors, over their ControlSocket.
+"""The lab's view of its own tors' ControlSockets: netspectre's control client
+(tor/control.py) with the few calls the lab makes, errors as TorError.
 
 Unix sockets ignore network namespaces, so the host side can watch tors inside the lab without
-any route into it. (netspectre's managed tor has its own, stem-based, client in tor/control.py.)
+any route into it.
 """
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from netspectre.errors import TorError
+from netspectre.tor.control import Controller
 
 
 class Control:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
+        self._timeout = timeout
+        self._ctl = Controller.connect(path, timeout=timeout)
         try:
-            self._sock.connect(str(path))
-        except OSError as exc:
-            self._sock.close()
-            raise TorError(f"cannot connect to tor's control socket {path}: {exc}") from None
-        self._buf = b""
-        self._events: list[str] = []
-        self.command("AUTHENTICATE")
+            self._ctl.authenticate()
+        except BaseException:
+            self._ctl.close()
+            raise
 
     def __enter__(self) -> Control:
         return self
@@ -41,70 +38,22 @@ class Control:
         self.close()
 
     def close(self) -> None:
-        self._sock.close()
-
-    def _line(self, deadline: float | None = None) -> str:
-        while b"\r\n" not in self._buf:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self._sock.settimeout(left)
-            chunk = self._sock.recv(65536)
-            if not chunk:
-                raise TorError(f"tor closed its control socket {self.path}")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\r\n", 1)
-        return line.decode("utf-8", "replace")
-
-    def _reply(self, deadline: float | None = None) -> tuple[str, list[str]]:
-        """Read one reply; return (status code, lines with data blocks joined in)."""
-        lines: list[str] = []
-        while True:
-            line = self._line(deadline)
-            code, sep, rest = line[:3], line[3:4], line[4:]
-            if sep == "+":
-                data = [rest]
-                while (more := self._line(deadline)) != ".":
-                    data.append(more[1:] if more.startswith("..") else more)
-                lines.append("\n".join(data))
-            else:
-                lines.append(rest)
-            if sep == " ":
-                return code, lines
+        self._ctl.close()
 
     def command(self, line: str) -> list[str]:
-        self._sock.sendall(line.encode() + b"\r\n")
-        while True:
-            code, lines = self._reply()
-            if code == "650":
-                self._events.extend(lines)
-                continue
-            if code != "250":
-                raise TorError(f"tor control command {line.split()[0]} failed: {code} {lines}")
-            return lines
+        return [ln.text for ln in self._ctl.command(line, timeout=self._timeout).lines]
 
     def getinfo(self, key: str) -> str:
-        lines = self.command(f"GETINFO {key}")
-        first = lines[0]
-        prefix = f"{key}="
-        if not first.startswith(prefix):
-            raise TorError(f"unexpected GETINFO reply for {key}: {first[:80]!r}")
-        value = first[len(prefix) :]
-        return value[1:] if value.startswith("\n") else value
+        return self._ctl.getinfo(key)[key]
 
     def events(self, *, timeout: float) -> Iterator[str]:
         """Yield asynchronous events (already subscribed with SETEVENTS) until timeout."""
         deadline = time.monotonic() + timeout
-        while True:
-            while self._events:
-                yield self._events.pop(0)
-            try:
-                code, lines = self._reply(deadline)
-            except TimeoutError:
+        while (left := deadline - time.monotonic()) > 0:
+            event = self._ctl.next_event(left)
+            if event is None:
                 return
-            if code == "650":
-                self._events.extend(lines)
+            yield event.text
 
 
 def consensus_relays(ns_all: str) -> dict[str, set[str]]:
