@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from netspectre.errors import Error
 from netspectre.lab.dns import TYPE_A, TYPE_AAAA
 from netspectre.lab.probe import socks5_connect
 from netspectre.lab.web import parse_listen
@@ -175,7 +176,7 @@ def run_one(p: Probe) -> dict[str, Any]:
         attempts += 1
         try:
             result = KINDS[p["kind"]](p)
-        except (OSError, ValueError, IndexError, struct.error) as exc:
+        except (OSError, ValueError, IndexError, struct.error, Error) as exc:
             result = {"error": f"{type(exc).__name__}: {exc}"}
             code = getattr(exc, "errno", None)
             if isinstance(code, int) and code in errno.errorcode:

@@ -16,42 +16,15 @@ import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from netspectre.errors import Error
 from netspectre.lab.dns import TYPE_A, TYPE_AAAA
 from netspectre.lab.web import parse_listen
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed during SOCKS handshake")
-        data += chunk
-    return data
+from netspectre.tor import socks
 
 
 def socks5_connect(proxy: tuple[str, int], host: str, port: int, timeout: float) -> socket.socket:
-    """Connect through a SOCKS5 proxy, letting it resolve host (socks5h)."""
-    sock = socket.create_connection(proxy, timeout=timeout)
-    sock.sendall(b"\x05\x01\x00")
-    if _recv_exact(sock, 2) != b"\x05\x00":
-        raise ConnectionError("SOCKS5 proxy refused no-auth")
-    try:
-        addr = ipaddress.ip_address(host)
-        atyp = b"\x01" if addr.version == 4 else b"\x04"
-        target = atyp + addr.packed
-    except ValueError:
-        raw = host.encode()
-        target = b"\x03" + bytes([len(raw)]) + raw
-    sock.sendall(b"\x05\x01\x00" + target + struct.pack("!H", port))
-    head = _recv_exact(sock, 4)
-    if head[1] != 0:
-        raise ConnectionError(f"SOCKS5 connect failed: reply code {head[1]}")
-    skip = {1: 4, 4: 16}.get(head[3])
-    if skip is None:
-        skip = _recv_exact(sock, 1)[0]
-    _recv_exact(sock, skip + 2)
-    return sock
+    """Connect through a SOCKS5 proxy, letting it resolve host (socks5h): netspectre's own."""
+    return socks.connect(proxy, host, port, timeout=timeout)
 
 
 def http_get(url: str, *, socks: tuple[str, int] | None, timeout: float) -> dict[str, object]:
@@ -144,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = dns_query(
                 args.server, args.name, qtype, port=args.port, timeout=args.timeout
             )
-    except (OSError, ConnectionError, ValueError) as exc:
+    except (OSError, ValueError, Error) as exc:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 1
     print(json.dumps(result))
