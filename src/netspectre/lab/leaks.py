@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from netspectre.errors import Error
-from netspectre.lab.dns import TYPE_A, TYPE_AAAA
+from netspectre.lab.dns import TYPE_A, TYPE_AAAA, parse_reply
 from netspectre.lab.probe import socks5_connect
 from netspectre.lab.web import parse_listen
 
@@ -122,23 +122,6 @@ def icmp(p: Probe) -> dict[str, Any]:
         raise TimeoutError("no reply")
 
 
-def _answers(reply: bytes, qlen: int) -> dict[str, Any]:
-    _, flags, _, ancount = struct.unpack("!HHHH", reply[:8])
-    pos, answers = 12 + qlen + 4, []
-    for _ in range(ancount):
-        if reply[pos] & 0xC0:
-            pos += 2
-        else:
-            while reply[pos]:
-                pos += 1 + reply[pos]
-            pos += 1
-        rtype, _, _, rdlen = struct.unpack("!HHIH", reply[pos:pos + 10])
-        if rtype in (TYPE_A, TYPE_AAAA):
-            answers.append(str(ipaddress.ip_address(reply[pos + 10:pos + 10 + rdlen])))
-        pos += 10 + rdlen
-    return {"rcode": flags & 0xF, "answers": answers}
-
-
 def dns(p: Probe) -> dict[str, Any]:
     """A query over UDP (a connected socket, so a reject is seen at once) or TCP."""
     qtype = TYPE_AAAA if p.get("type") == "AAAA" else TYPE_A
@@ -159,7 +142,7 @@ def dns(p: Probe) -> dict[str, Any]:
             s.send(query)
             while (reply := s.recv(4096))[:2] != query[:2]:
                 pass
-    return _answers(reply, len(qname))
+    return parse_reply(reply, len(qname))
 
 
 KINDS: dict[str, Callable[[Probe], dict[str, Any]]] = {

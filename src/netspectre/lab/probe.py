@@ -6,7 +6,6 @@ remotely, and a DNS query. They print one JSON object; exit 1 on failure. No cur
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import socket
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from netspectre.errors import Error
-from netspectre.lab.dns import TYPE_A, TYPE_AAAA
+from netspectre.lab.dns import TYPE_A, TYPE_AAAA, parse_reply
 from netspectre.lab.web import parse_listen
 from netspectre.tor import socks
 
@@ -76,22 +75,7 @@ def dns_query(
         sock.settimeout(timeout)
         sock.sendto(query, (host, port))
         reply, _ = sock.recvfrom(4096)
-    _, flags, _, ancount = struct.unpack("!HHHH", reply[:8])
-    pos = 12 + len(qname) + 4
-    answers = []
-    for _ in range(ancount):
-        if reply[pos] & 0xC0:
-            pos += 2
-        else:
-            while reply[pos]:
-                pos += 1 + reply[pos]
-            pos += 1
-        rtype, _, _, rdlen = struct.unpack("!HHIH", reply[pos : pos + 10])
-        rdata = reply[pos + 10 : pos + 10 + rdlen]
-        pos += 10 + rdlen
-        if rtype in (TYPE_A, TYPE_AAAA):
-            answers.append(str(ipaddress.ip_address(rdata)))
-    return {"rcode": flags & 0xF, "answers": answers}
+    return parse_reply(reply, len(qname))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
