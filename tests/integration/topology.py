@@ -252,6 +252,9 @@ class Topology:
             assert self.ours_present() == [], "netspectre rules left after stop"
         if not _ipv6_intact(self):
             _ipv6_addresses(self)
+        # Forget earlier tests' flows: a new probe whose random source port matches a flow
+        # redirected in an earlier test would follow that flow's NAT binding.
+        self.client.run(["conntrack", "-F"], check=False)
 
 
 def _ipv6_addresses(t: Topology) -> None:
