@@ -122,6 +122,8 @@ def _fmt_status(data: dict[str, Any]) -> str:
             f"virtual network {pol['virtual_network']}, tor user {pol['tor_user']} "
             f"(uid {pol['tor_uid']})")
         lan = ", ".join(pol["lan"]) or "none"
+        if pol.get("lan_count", 0) > len(pol["lan"]):
+            lan += f" … ({pol['lan_count']} ranges)"
         lines.append(f"  LAN: {lan} ({'direct' if pol['allow_lan'] else 'blocked'}); "
                      f"incoming: {pol['incoming']}; IPv6: {pol['ipv6']}")
     if "ipv6_disabled" in data:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass
 
 from netspectre.config import Config, Incoming, Ipv6Mode
@@ -16,6 +15,7 @@ MARKER = "netspectre"
 # iptables/docker NAT (-100). The first NAT chain that binds a connection wins, so nobody
 # else's DNAT can claim a new connection before we redirect it.
 NAT_PRIORITY = -190
+SUMMARY_LAN = 16
 # Filter at 0 like everyone else: a drop anywhere is final, an accept elsewhere cannot
 # override ours, so the order against other filter tables does not matter.
 FILTER_PRIORITY = 0
@@ -49,17 +49,13 @@ class Policy:
             "trans_port": self.trans_port,
             "dns_port": self.dns_port,
             "virtual_network": str(self.virtual_network),
-            "lan": [*self.lan4, *self.lan6],
+            # Users list thousands of ranges: state and status keep the first few and the count.
+            "lan": [*self.lan4, *self.lan6][:SUMMARY_LAN],
+            "lan_count": len(self.lan4) + len(self.lan6),
             "allow_lan": self.allow_lan,
             "incoming": "block" if self.block_incoming else "allow",
             "ipv6": "disable" if self.disable_ipv6 else "block",
         }
-
-
-def _cidr_key(cidr: str) -> tuple[int, int, int]:
-    addr, _, length = cidr.partition("/")
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    return (family, int.from_bytes(socket.inet_pton(family, addr), "big"), int(length))
 
 
 def by_prefix(cidrs: tuple[str, ...]) -> dict[int, list[str]]:
@@ -78,7 +74,7 @@ def by_prefix(cidrs: tuple[str, ...]) -> dict[int, list[str]]:
 def build(config: Config, facts: HostFacts) -> Policy:
     """The policy for this config on this host."""
     fw = config.firewall
-    unique = sorted(set(fw.lan), key=_cidr_key)
+    unique = tuple(dict.fromkeys(fw.lan))  # deduplicated, in the config's order
     lan4 = tuple(n for n in unique if ":" not in n)
     lan6 = tuple(n for n in unique if ":" in n)
     return Policy(

@@ -13,15 +13,23 @@ from netspectre.errors import StateError
 from netspectre.state import Phase, State
 
 
-def test_lan_ranges_are_split_by_family_deduplicated_and_sorted() -> None:
+def test_lan_ranges_are_split_by_family_and_deduplicated_in_config_order() -> None:
     c = config.parse(
         '[firewall]\nlan = ["203.0.113.0/24", "198.51.100.128/25", "2001:db8::/48",'
         ' "198.51.100.0/25", "2001:db8::/32", "203.0.113.0/24"]'
     )
     p = policy.build(c, policy.HostFacts(tor_uid=102, tor_user="debian-tor"))
-    assert p.lan4 == ("198.51.100.0/25", "198.51.100.128/25", "203.0.113.0/24")
-    assert p.lan6 == ("2001:db8::/32", "2001:db8::/48")
-    assert policy.by_prefix(p.lan4) == {24: ["203.0.113.0"], 25: ["198.51.100.0", "198.51.100.128"]}
+    assert p.lan4 == ("203.0.113.0/24", "198.51.100.128/25", "198.51.100.0/25")
+    assert p.lan6 == ("2001:db8::/48", "2001:db8::/32")
+    assert policy.by_prefix(p.lan4) == {24: ["203.0.113.0"], 25: ["198.51.100.128", "198.51.100.0"]}
+
+
+def test_summary_keeps_a_few_lan_ranges_and_the_count() -> None:
+    lan = ", ".join(f'"198.51.100.{i * 4}/30"' for i in range(40))
+    p = policy.build(config.parse(f"[firewall]\nlan = [{lan}]"),
+                     policy.HostFacts(tor_uid=102, tor_user="debian-tor"))
+    summary = p.summary()
+    assert summary["lan_count"] == 40 and len(summary["lan"]) == policy.SUMMARY_LAN
 
 
 def test_nat_priority_runs_before_docker_and_after_conntrack() -> None:
