@@ -39,7 +39,7 @@ def probe(config: Config) -> HostFacts:
     return HostFacts(tor_uid=uid, tor_user=name)
 
 
-def _ipv6_snapshot(policy: Policy) -> dict[str, str]:
+def _ipv6_sysctls(policy: Policy) -> dict[str, str]:
     if not policy.disable_ipv6:
         return {}
     return sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
@@ -65,7 +65,7 @@ def start(
             )
         # A start that died half-way left the original sysctl values in its state: keep them,
         # the live values may already be ours.
-        saved = previous.sysctls if previous is not None else _ipv6_snapshot(policy)
+        saved = previous.sysctls if previous is not None else _ipv6_sysctls(policy)
         record = State(
             phase=Phase.APPLYING,
             backend=backend.value,
@@ -206,7 +206,7 @@ def restart(ctx: Context) -> dict[str, Any]:
         if current is None or current.phase is not Phase.ACTIVE:
             raise StateError("netspectre is not active", "use `netspectre start`")
         if policy.disable_ipv6 and not current.sysctls:
-            current = current.with_(sysctls=_ipv6_snapshot(policy), ipv6_config=ipv6.snapshot())
+            current = current.with_(sysctls=_ipv6_sysctls(policy), ipv6_config=ipv6.snapshot())
         updated = current.with_(
             backend=backend.value,
             policy=policy.summary(),

@@ -48,6 +48,11 @@ def require(name: str) -> str:
     return path
 
 
+def _missing(argv: Sequence[str]) -> MissingTool:
+    name = argv[0].rsplit("/", 1)[-1]
+    return MissingTool(f"`{name}` not found", INSTALL_HINTS.get(name, f"install {name}"))
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -68,10 +73,7 @@ def run(
             check=False,
         )
     except FileNotFoundError as exc:
-        name = argv[0].rsplit("/", 1)[-1]
-        raise MissingTool(
-            f"`{name}` not found", INSTALL_HINTS.get(name, f"install {name}")
-        ) from exc
+        raise _missing(argv) from exc
     result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         raise CommandFailed(argv, proc.returncode, proc.stderr or proc.stdout)
@@ -102,7 +104,4 @@ def spawn(
             close_fds=True,
         )
     except FileNotFoundError as exc:
-        name = argv[0].rsplit("/", 1)[-1]
-        raise MissingTool(
-            f"`{name}` not found", INSTALL_HINTS.get(name, f"install {name}")
-        ) from exc
+        raise _missing(argv) from exc

@@ -218,17 +218,21 @@ def test_4c_virtual_network_beats_lan(clean: Topology, backend: str) -> None:
 # --- 4d: the LAN goes direct, or is blocked with allow_lan = false ---------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_4d_lan_direct_when_allowed(clean: Topology, backend: str) -> None:
-    t = clean
-    active(t, backend, allow_lan=True)
-    cap = t.capture()
+def _lan_probes(t: Topology) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     got = t.probe({
         "tcp": (t.nobody, "tcp", {"dst": LAN_HOST, "port": 80}),
         "udp": (t.root, "udp", {"dst": LAN_HOST, "port": 3478}),
         "ping": (t.root, "icmp", {"dst": LAN_HOST}),
     })
-    tcp, udp, ping = got["tcp"], got["udp"], got["ping"]
+    return got["tcp"], got["udp"], got["ping"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_4d_lan_direct_when_allowed(clean: Topology, backend: str) -> None:
+    t = clean
+    active(t, backend, allow_lan=True)
+    cap = t.capture()
+    tcp, udp, ping = _lan_probes(t)
     packets = t.finish(cap)
     assert tcp["banner"] == f"SERVER {LAN_HOST} 80", tcp
     assert udp["reply"] == "ECHO probe", udp
@@ -243,12 +247,7 @@ def test_4d_lan_blocked_when_not_allowed(clean: Topology, backend: str) -> None:
     t = clean
     active(t, backend, allow_lan=False)
     cap = t.capture()
-    got = t.probe({
-        "tcp": (t.nobody, "tcp", {"dst": LAN_HOST, "port": 80}),
-        "udp": (t.root, "udp", {"dst": LAN_HOST, "port": 3478}),
-        "ping": (t.root, "icmp", {"dst": LAN_HOST}),
-    })
-    tcp, udp, ping = got["tcp"], got["udp"], got["ping"]
+    tcp, udp, ping = _lan_probes(t)
     packets = t.finish(cap)
     assert tcp.get("banner") != f"SERVER {LAN_HOST} 80", tcp
     assert refused_fast(udp), udp
