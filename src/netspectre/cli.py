@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("start", help="torify the machine: firewall first, then Tor")
     p.add_argument("--no-wait", action="store_true", help="return before Tor has bootstrapped")
+    p.add_argument("--boot", action="store_true",
+                   help="boot mode (the systemd unit): implies --no-wait; if start fails, "
+                        "block everything but loopback instead")
     p = sub.add_parser("stop", help="stop Tor, remove our rules, restore sysctls")
     p.add_argument("--force", action="store_true", help="clean up even if the state is unreadable")
     sub.add_parser("restart", help="re-apply the config in one transaction (no gap)")
@@ -41,33 +44,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["nft", "iptables", "iptables-nft", "iptables-legacy"])
     sub.add_parser("myip", aliases=["check"], help="ask an exit-check service through Tor")
     sub.add_parser("newnym", help="new circuits for new connections")
-    sub.add_parser("verify", help="check that what is in force matches the policy")
+    p = sub.add_parser("verify", help="live self-test: rules, leak probes, exit check")
+    p.add_argument("--no-probes", action="store_true", help="skip the leak probes")
+    p.add_argument("--no-myip", action="store_true", help="skip the exit check through Tor")
+    sub.add_parser("doctor", help="explain what is wrong, with the command that fixes it")
+    p = sub.add_parser("enable", help="protect from boot: install and enable the systemd unit")
+    p.add_argument("--now", action="store_true", help="also start now")
+    p = sub.add_parser("disable", help="no protection at boot (does not lift the firewall)")
+    p.add_argument("--now", action="store_true", help="also stop now")
     lab = sub.add_parser("lab", help="a private Tor network in namespaces (offline demo)")
     lab.add_argument("action", choices=["up", "down", "status", "demo", "shell"])
     lab.add_argument("--backend", choices=["nft", "iptables-nft", "iptables-legacy"],
                      help="demo: the firewall backend netspectre uses in the client")
     lab.add_argument("--keep", action="store_true", help="demo: leave the lab up afterwards")
     sub.add_parser("_supervise", help=argparse.SUPPRESS)
+    p = sub.add_parser("_man", help=argparse.SUPPRESS)  # the man page, from this parser
+    p = sub.add_parser("_completion", help=argparse.SUPPRESS)
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p = sub.add_parser("_units", help=argparse.SUPPRESS)  # install.sh: write the unit files
+    p.add_argument("--root", default="/", help="write under this root directory")
+    p.add_argument("--exec", dest="exec_path", help="the netspectre executable the unit runs")
     return parser
 
 
 def _load_config(path: str | None) -> Config:
     from netspectre import config
-    from netspectre.errors import ConfigError
 
-    target = path or DEFAULT_CONFIG
-    try:
-        with open(target, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        if path is None:
-            return config.Config()
-        raise ConfigError(
-            f"config file {target} not found", "check the --config path"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {target}: {exc.strerror}") from None
-    return config.parse(text, path=target)
+    return config.load(path)
 
 
 class Output:
@@ -159,9 +162,45 @@ def _fmt_kv(title: str, data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fmt_checks(data: dict[str, Any]) -> str:
+    """verify/doctor: one line per check (ok, FAIL or skip), its detail, and the fix."""
+    lines = []
+    for c in data["checks"]:
+        mark = "skip" if c["ok"] is None else ("ok  " if c["ok"] else "FAIL")
+        lines.append(f"{mark} {c['check']}" + (f" — {c['detail']}" if c.get("detail") else ""))
+        if c.get("fix") and not c["ok"]:
+            lines.append(f"     fix: {c['fix']}")
+    verdict = "all checks passed" if data.get("ok") else "some checks FAILED"
+    lines.append(f"{verdict} ({sum(1 for c in data['checks'] if c['ok'])} ok, "
+                 f"{sum(1 for c in data['checks'] if c['ok'] is False)} failed)")
+    return "\n".join(lines)
+
+
 def _dispatch(args: argparse.Namespace, out: Output) -> int:
     from netspectre import commands, paths
 
+    if args.command == "_man":
+        from netspectre import docs
+
+        out.report({}, docs.manpage(_parser()).rstrip("\n"))
+        return 0
+    if args.command == "_completion":
+        from netspectre import docs
+
+        out.report({}, docs.completion(_parser(), args.shell).rstrip("\n"))
+        return 0
+    if args.command == "_units":
+        from netspectre import units
+
+        written = units.install(args.root, args.exec_path)
+        out.report({"written": written}, "\n".join(written))
+        return 0
+    if args.command == "doctor":
+        from netspectre import doctor
+
+        data = doctor.diagnose(args.config, paths.detect())
+        out.report(data, _fmt_checks(data))
+        return 0 if data.get("ok") else 1
     if args.command == "lab":
         from netspectre.lab import cli as lab_cli
         from netspectre.lab import spec as lab_spec
@@ -170,7 +209,7 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         return int(lab_cli.run(args.action, out, spec, backend=args.backend, keep=args.keep))
     ctx = commands.Context(config=_load_config(args.config), paths=paths.detect())
     if args.command == "start":
-        data = commands.start(ctx, wait=not args.no_wait, on_event=out.event)
+        data = commands.start(ctx, wait=not (args.no_wait or args.boot), on_event=out.event)
         out.report(data, f"netspectre: active (backend {data['backend']}); "
                          "all traffic now goes through Tor or is blocked")
     elif args.command == "stop":
@@ -196,11 +235,15 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         data = commands.newnym(ctx)
         out.report(data, _fmt_kv("newnym:", data))
     elif args.command == "verify":
-        data = commands.verify(ctx)
-        out.report(data, "\n".join(
-            f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}"
-            + (f" — {c['detail']}" if c["detail"] else "") for c in data["checks"]))
+        data = commands.verify(ctx, probes=not args.no_probes, exit_check=not args.no_myip)
+        out.report(data, _fmt_checks(data))
         return 0 if data.get("ok") else 1
+    elif args.command == "enable":
+        data = commands.enable(ctx, now=args.now, on_event=out.event)
+        out.report(data, _fmt_kv("netspectre: enabled at boot", data))
+    elif args.command == "disable":
+        data = commands.disable(ctx, now=args.now)
+        out.report(data, _fmt_kv("netspectre: disabled at boot", data))
     elif args.command == "_supervise":
         return commands.supervise(ctx)
     return 0

@@ -77,10 +77,22 @@ class CheckConfig:
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """Where `netspectre verify` fires its leak probes. Documentation ranges by default: they
+    are never routed on the Internet, so a probe that escapes still reaches nobody."""
+
+    target4: str = "198.51.100.1"
+    target6: str = "2001:db8::1"
+    lan_dns: tuple[str, ...] = ()  # LAN resolvers to probe (a DNS query must still go to Tor)
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
 class Config:
     tor: TorConfig = field(default_factory=TorConfig)
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     path: str | None = None
     # The raw [lab] table: lab/spec.py's from_mapping validates it (only `netspectre lab` reads it).
     lab: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -216,11 +228,12 @@ def parse(text: str, *, path: str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], *, path: str | None = None) -> Config:
-    _check_keys("", data, {"tor", "firewall", "check", "lab"})
+    _check_keys("", data, {"tor", "firewall", "check", "verify", "lab"})
     return Config(
         tor=_tor(_table("tor", data)),
         firewall=_firewall(_table("firewall", data)),
         check=_check(_table("check", data)),
+        verify=_verify(_table("verify", data)),
         path=path,
         lab=dict(_table("lab", data)),
     )
@@ -292,3 +305,39 @@ def _check(c: dict[str, Any]) -> CheckConfig:
             "check.fallbacks", c.get("fallbacks", list(d.fallbacks)))),
         timeout=_number("check.timeout", c.get("timeout", d.timeout), minimum=0.1),
     )
+
+
+def _address(key: str, value: object, family: int) -> str:
+    text = _str(key, value)
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, text))
+    except OSError:
+        kind = "IPv4" if family == socket.AF_INET else "IPv6"
+        raise _bad(key, value, f"must be an {kind} address") from None
+
+
+def _verify(v: dict[str, Any]) -> VerifyConfig:
+    _check_keys("verify", v, {"target4", "target6", "lan_dns", "timeout"})
+    d = VerifyConfig()
+    return VerifyConfig(
+        target4=_address("verify.target4", v.get("target4", d.target4), socket.AF_INET),
+        target6=_address("verify.target6", v.get("target6", d.target6), socket.AF_INET6),
+        lan_dns=tuple(_address("verify.lan_dns", a, socket.AF_INET)
+                      for a in _strings("verify.lan_dns", v.get("lan_dns", []))),
+        timeout=_number("verify.timeout", v.get("timeout", d.timeout), minimum=0.1),
+    )
+
+
+def load(path: str | None) -> Config:
+    """Read and parse the config file; the default path may be absent (defaults apply)."""
+    target = path or DEFAULT_PATH
+    try:
+        with open(target, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if path is None:
+            return Config()
+        raise ConfigError(f"config file {target} not found", "check the --config path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {target}: {exc.strerror}") from None
+    return parse(text, path=target)
