@@ -57,6 +57,11 @@ class Paths:
         return self.run / "lock"
 
     @property
+    def lockdown(self) -> Path:
+        """JSON {"reason", "since"}: `start --boot` failed and blocked everything but loopback."""
+        return self.run / "lockdown.json"
+
+    @property
     def tor_run(self) -> Path:
         return self.run / "tor"
 
