@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return before Tor has bootstrapped")
     p.add_argument("--boot", action="store_true",
                    help="boot mode (the systemd unit): implies --no-wait; if start fails, "
-                        "block everything but loopback instead")
+                        "the ruleset is applied anyway with no Tor behind it (fail closed)")
     p = sub.add_parser("stop", help="stop Tor, remove our rules, restore sysctls")
     p.add_argument("--force", action="store_true", help="clean up even if the state is unreadable")
     sub.add_parser("restart", help="re-apply the config in one transaction (no gap)")
@@ -192,7 +192,9 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
     if args.command == "_units":
         from netspectre import units
 
-        written = units.install(args.root, args.exec_path)
+        command = ([args.exec_path] if args.exec_path
+                   else units.command_for(sys.argv[0], sys.executable, args.config))
+        written = units.install(args.root, command)
         out.report({"written": written}, "\n".join(written))
         return 0
     if args.command == "doctor":
@@ -201,6 +203,11 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
         data = doctor.diagnose(args.config, paths.detect())
         out.report(data, _fmt_checks(data))
         return 0 if data.get("ok") else 1
+    if args.command == "start" and args.boot:
+        data = commands.boot(args.config, paths.detect())
+        out.report(data, f"netspectre: active from boot (backend {data['backend']}); "
+                         "Tor bootstraps when the network comes up")
+        return 0
     if args.command == "lab":
         from netspectre.lab import cli as lab_cli
         from netspectre.lab import spec as lab_spec

@@ -46,7 +46,8 @@ def _ipv6_sysctls(policy: Policy) -> dict[str, str]:
 
 
 def start(
-    ctx: Context, *, wait: bool = True, on_event: Callable[[BootstrapEvent], None] | None = None
+    ctx: Context, *, wait: bool = True, on_event: Callable[[BootstrapEvent], None] | None = None,
+    boot: bool = False,
 ) -> dict[str, Any]:
     """Apply the firewall (fail closed), then Tor; record intent before every effect."""
     require_root("start")
@@ -54,7 +55,8 @@ def start(
     facts = probe(config)
     policy = build(config, facts)
     backend, evidence = firewall.detect(config.firewall.backend)
-    service.preflight(config, p, facts)
+    if not (boot and config.tor.mode is TorMode.SYSTEM):  # at boot the system tor comes later
+        service.preflight(config, p, facts)
     state.ensure_dir(p.run)
     with state.locked(p.lock):
         previous = _load_current(p)
@@ -104,6 +106,7 @@ def start(
         # A kill before this save leaves tor's pid files, which is how `stop` finds it then.
         record = record.with_(tor=service.launch(config, p, facts), phase=Phase.ACTIVE)
         state.save(p.state, record)
+        _clear_lockdown(p)
     if wait and on_event is not None:
         service.wait_bootstrap(config, p, on_event)
     return {
@@ -172,6 +175,7 @@ def stop(ctx: Context, *, force: bool = False) -> dict[str, Any]:
         if failures:
             raise CleanupFailed(failures)
         state.remove(p.state)
+        _clear_lockdown(p)
         _forget_namespace_dirs(p)
     return {
         "active": False,
@@ -305,34 +309,54 @@ def supervise(ctx: Context) -> int:
     return service.supervise(ctx.config, ctx.paths)
 
 
-def verify(ctx: Context) -> dict[str, Any]:
-    """Is what is in force exactly our policy? Ruleset, sysctls, Tor's ports."""
+def verify(ctx: Context, *, probes: bool = True, exit_check: bool = True) -> dict[str, Any]:
+    """The live self-test: the ruleset in force is the policy, the IPv6 sysctls, Tor's ports,
+    then real leak probes (probes.py) and the exit check through Tor."""
     require_root("verify")
     config, p = ctx.config, ctx.paths
     current = _load_current(p)
     checks: list[dict[str, Any]] = []
 
-    def check(name: str, ok: bool, detail: str = "") -> None:
-        checks.append({"check": name, "ok": ok, "detail": detail})
+    def check(name: str, ok: bool | None, detail: str = "", fix: str = "") -> None:
+        checks.append({"check": name, "ok": ok, "detail": detail, "fix": fix})
 
-    check("state: active", current is not None and current.phase is Phase.ACTIVE,
-          "no state" if current is None else current.phase.value)
+    active = current is not None and current.phase is Phase.ACTIVE
+    check("state: active", active, "no state" if current is None else current.phase.value,
+          "sudo netspectre start")
+    policy = build(config, probe(config))
     if current is not None:
         backend = Backend(current.backend)
-        policy = build(config, probe(config))
         live, want = firewall.ours(backend), firewall.expected(backend, policy)
         detail = "" if live == want else _first_difference(want, live)
-        check(f"ruleset in force equals the policy ({backend.value})", live == want, detail)
+        check(f"ruleset in force equals the policy ({backend.value})", live == want, detail,
+              "sudo netspectre restart")
         if policy.disable_ipv6:
             values = sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
             on = sorted(k.split("/")[-2] for k, v in values.items() if v != "1")
             check("IPv6 disabled on every interface", not on,
-                  "enabled on: " + ", ".join(on) if on else "")
+                  "enabled on: " + ", ".join(on) if on else "", "sudo netspectre restart")
     tor = service.status(config, p, current.tor if current else None)
     for key in ("trans_port_listening", "dns_port_listening"):
         if key in tor:
-            check(key.replace("_", " "), bool(tor[key]))
-    return {"ok": all(c["ok"] for c in checks), "checks": checks}
+            check(key.replace("_", " "), bool(tor[key]), "",
+                  "sudo netspectre status; sudo netspectre restart")
+    if probes and current is not None:
+        from netspectre import probes as leak
+
+        v = config.verify
+        battery = leak.battery(v.target4, v.target6, v.lan_dns)
+        backend = Backend(current.backend)
+        checks += leak.run(battery, v.timeout, lambda: firewall.counters(backend),
+                           config.tor.virtual_network)
+    if exit_check:
+        try:
+            seen = service.myip(config, p)
+        except Error as exc:
+            check("exit check through Tor", False, exc.message, exc.hint or "")
+        else:
+            check("exit check through Tor", bool(seen.get("IsTor")),
+                  f"exit {seen.get('IP', '?')}, IsTor {seen.get('IsTor')}", "netspectre myip")
+    return {"ok": all(c["ok"] is not False for c in checks), "checks": checks}
 
 
 def _first_difference(want: str, live: str) -> str:
@@ -341,3 +365,116 @@ def _first_difference(want: str, live: str) -> str:
     diff = [d for d in difflib.unified_diff(want.splitlines(), live.splitlines(), lineterm="",
                                             n=0) if d[:1] in "+-" and d[:3] not in ("+++", "---")]
     return "; ".join(diff[:4])
+
+
+# -- boot: the systemd unit's entry point ----------------------------------------------------
+
+# Nobody's uid: when even Tor's user cannot be resolved, the lockdown ruleset exempts no one.
+NO_UID = 4294967294
+
+
+def boot(config_path: str | None, p: paths.Paths) -> dict[str, Any]:
+    """`start --boot`: start without waiting for Tor; if that fails for any reason (bad config,
+    tor missing, …) keep the kill switch closed anyway: apply the ruleset with no Tor behind it
+    (new TCP is refused by the closed TransPort, DNS by the closed DNSPort, the rest as always)
+    and record why in paths.lockdown. The error is re-raised so the unit shows as failed."""
+    from netspectre.config import load
+
+    require_root("start")
+    try:
+        return start(Context(config=load(config_path), paths=p), wait=False, boot=True)
+    except Error as exc:
+        lockdown(config_path, p, f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+        raise
+
+
+def lockdown(config_path: str | None, p: paths.Paths, reason: str) -> None:
+    """Block everything that is not loopback/LAN, with whatever of the config is usable."""
+    import json
+
+    from netspectre.config import Config, load
+
+    try:
+        config = load(config_path)
+    except Error:
+        config = Config()
+    state.ensure_dir(p.run)
+    if not any(_safe_active(b) for b in Backend):
+        try:
+            facts = probe(config)
+        except Error:
+            facts = HostFacts(tor_uid=NO_UID, tor_user="(none)")
+        try:
+            backend, _ = firewall.detect(config.firewall.backend)
+        except Error:
+            from netspectre.config import BackendName
+
+            backend, _ = firewall.detect(BackendName.AUTO)
+        firewall.apply(backend, build(config, facts))
+    tmp = p.lockdown.with_name(p.lockdown.name + ".tmp")
+    tmp.write_text(json.dumps({"reason": reason, "since": time.time()}) + "\n")
+    os.replace(tmp, p.lockdown)
+
+
+def _clear_lockdown(p: paths.Paths) -> None:
+    try:
+        os.unlink(p.lockdown)
+    except FileNotFoundError:
+        pass
+
+
+# -- enable / disable: protection from boot -------------------------------------------------
+
+
+def enable(
+    ctx: Context, *, now: bool = False, root: str = "/",
+    on_event: Callable[[BootstrapEvent], None] | None = None,
+) -> dict[str, Any]:
+    """Write the unit for this netspectre and enable it; with now, also start."""
+    import sys
+
+    from netspectre import system, units
+
+    require_root("enable")
+    system.require("systemctl")
+    command = units.command_for(sys.argv[0], sys.executable, ctx.config.path)
+    written = units.install(root, command)
+    _systemctl(root, "enable", units.UNIT)
+    data: dict[str, Any] = {"unit": written, "at_boot": True}
+    if now:
+        data["started"] = start(ctx, wait=True, on_event=on_event)["active"]
+    else:
+        data["note"] = "protection starts at next boot; `netspectre start` protects now"
+    return data
+
+
+def disable(ctx: Context, *, now: bool = False, root: str = "/") -> dict[str, Any]:
+    """Disable and remove the unit. The firewall stays unless now (then `stop`)."""
+    from netspectre import system, units
+
+    require_root("disable")
+    system.require("systemctl")
+    if os.path.exists(os.path.join(root, units.UNIT_DIR, units.UNIT)):
+        _systemctl(root, "disable", units.UNIT)
+    removed = units.remove(root)
+    _systemctl(root, "daemon-reload")
+    data: dict[str, Any] = {"removed": removed, "at_boot": False}
+    if now:
+        data["stopped"] = not stop(ctx)["active"]
+    else:
+        data["note"] = "the firewall in force now stays until `netspectre stop`"
+    return data
+
+
+def _systemctl(root: str, *args: str) -> None:
+    from netspectre import system
+
+    if root != "/":  # an image or chroot: enable/disable only edit links; nothing to reload
+        if args[0] != "daemon-reload":
+            system.run(["systemctl", f"--root={root}", *args], check=True)
+        return
+    if args[0] == "daemon-reload" and not os.path.isdir("/run/systemd/system"):
+        return  # systemd is not running (a container, a chroot): nothing to reload
+    if args[0] != "daemon-reload":
+        _systemctl(root, "daemon-reload")
+    system.run(["systemctl", *args], check=True)

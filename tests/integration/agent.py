@@ -168,6 +168,9 @@ class _TcpLoop:
 _LOOP: list[_TcpLoop] = []
 
 
+ONION_MAPPED = "10.192.0.77"  # inside the default VirtualAddrNetwork 10.192.0.0/10
+
+
 def serve_tcp(addr: str, port: int, role: str = "server", fake_tor: bool = False) -> None:
     s = socket.socket(family(addr), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -187,7 +190,9 @@ def _udp_loop(s: socket.socket, role: str, answer: str | None, discard: bool) ->
         if answer is not None:
             name, _ = _qname(data)
             record(role=role, event="dns", name=name, peer=list(peer[:2]))
-            reply = dns_answer(data, answer)
+            # Like Tor's AutomapHostsOnResolve: a .onion name maps into VirtualAddrNetwork.
+            mapped = ONION_MAPPED if role == "tor-dns" and name.endswith(".onion") else answer
+            reply = dns_answer(data, mapped)
         else:
             record(role=role, event="udp", peer=list(peer[:2]), data=data[:64].hex())
             if discard:

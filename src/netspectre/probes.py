@@ -1,0 +1,296 @@
+"""`verify`'s leak probes: the battery (pure), firing one probe (sockets), judging it (pure).
+
+Each probe sends one real packet of a class that must never leave the machine in the clear
+(TCP, DNS to anywhere, QUIC-style UDP, ping, IPv6) to a harmless target: documentation-range
+addresses by default, which are never routed on the Internet, so even a probe that escapes
+reaches nobody. What happened is judged from what the socket saw *and* from our own counters:
+
+- torified: a TCP connect that completes (only Tor's TransPort can have answered for a
+  documentation address) and the `tcp_torified` counter moved; a DNS query answered with an
+  address in Tor's VirtualAddrNetwork: Tor maps a `.onion` name there locally (automap), so
+  that answer cannot have come from the LAN resolver or from the target;
+- refused: the kernel refused it at once (reset, ICMP admin-prohibited, EPERM, or no route
+  because IPv6 is off) and one of our `blocked_*` counters moved (when counters are readable);
+- leak: anything else: no answer within the timeout (the packet left and nobody replied), an
+  answer from somewhere else, or a refusal our rules did not count (someone else refused it).
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import ipaddress
+import os
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+TORIFIED, REFUSED, LEAK = "torified", "refused", "leak"
+# Refusals the kernel reports for a packet refused on this machine (or never routed).
+REFUSALS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES,
+            errno.EPERM, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+NO_ROUTE = {errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.ENETDOWN}
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    kind: str  # tcp | udp | dns | icmp
+    family: int  # 4 | 6
+    target: str
+    port: int
+    expect: str  # TORIFIED | REFUSED
+
+
+@dataclass(frozen=True)
+class Observation:
+    connected: bool = False  # tcp: handshake completed
+    answer: list[str] | None = None  # dns: A records in the reply (None: no reply)
+    error: int | None = None  # errno
+    at_send: bool = False  # the error came from connect()/send() itself (synchronous)
+    timeout: bool = False
+    elapsed: float = 0.0
+
+
+def onion_name() -> str:
+    """A well-formed v3 onion address (its key is nobody's): Tor automaps it, nobody else can."""
+    key = hashlib.sha256(b"netspectre verify probe").digest()
+    check = hashlib.sha3_256(b".onion checksum" + key + b"\x03").digest()[:2]
+    return base64.b32encode(key + check + b"\x03").decode().lower() + ".onion"
+
+
+def battery(target4: str, target6: str, lan_dns: tuple[str, ...]) -> tuple[Probe, ...]:
+    """The probes, in order. IPv6 is refused in both ipv6 modes (disabled or blocked)."""
+    probes = [
+        Probe(f"TCP to {target4}:80", "tcp", 4, target4, 80, TORIFIED),
+        Probe(f"DNS (UDP) to {target4}:53", "dns", 4, target4, 53, TORIFIED),
+        *(Probe(f"DNS (UDP) to LAN resolver {a}:53", "dns", 4, a, 53, TORIFIED)
+          for a in lan_dns),
+        Probe(f"UDP (QUIC) to {target4}:443", "udp", 4, target4, 443, REFUSED),
+        Probe(f"ICMP echo to {target4}", "icmp", 4, target4, 0, REFUSED),
+        Probe(f"TCP over IPv6 to [{target6}]:80", "tcp", 6, target6, 80, REFUSED),
+        Probe(f"UDP over IPv6 to [{target6}]:443", "udp", 6, target6, 443, REFUSED),
+        Probe(f"DNS (UDP) over IPv6 to [{target6}]:53", "dns", 6, target6, 53, REFUSED),
+        Probe(f"ICMPv6 echo to {target6}", "icmp", 6, target6, 0, REFUSED),
+    ]
+    return tuple(probes)
+
+
+def counted(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Counters that moved between two readings: {name: packets}."""
+    moved = {}
+    for name, value in after.items():
+        delta = value.get("packets", 0) - before.get(name, {}).get("packets", 0)
+        if delta > 0:
+            moved[name] = delta
+    return moved
+
+
+def judge(probe: Probe, seen: Observation, moved: dict[str, int] | None,
+          vnet: ipaddress.IPv4Network) -> tuple[str, str]:
+    """(outcome, evidence). moved is None when our counters could not be read."""
+    counters = "" if moved is None else (
+        "counters " + ", ".join(f"{k} +{v}" for k, v in sorted(moved.items())) if moved
+        else "no counter of ours moved")
+    blocked = moved is None or any(k.startswith("blocked_") for k in moved)
+    if probe.kind == "dns" and seen.answer is not None:
+        mapped = [a for a in seen.answer if ipaddress.IPv4Address(a) in vnet]
+        if mapped:
+            return TORIFIED, f"answered by Tor: {onion_name()[:8]}….onion → {mapped[0]}"
+        return LEAK, (f"answered by someone else: {', '.join(seen.answer) or 'no address'} "
+                      f"(Tor would map the .onion name into {vnet})")
+    if probe.kind == "tcp" and seen.connected:
+        if moved is None or "tcp_torified" in moved:
+            return TORIFIED, "connection accepted by Tor's TransPort" + (
+                f"; {counters}" if counters else "")
+        return LEAK, f"connected, but not through our redirect ({counters})"
+    if seen.error is not None:
+        name = errno.errorcode.get(seen.error, str(seen.error))
+        if seen.error in NO_ROUTE and seen.at_send:
+            return REFUSED, f"{name}: no route (IPv6 is off); nothing was sent"
+        if seen.error == errno.EPERM and seen.at_send:
+            return REFUSED, "EPERM: dropped on this machine before it was sent" + (
+                f"; {counters}" if counters else "")
+        if seen.error in REFUSALS and blocked:
+            return REFUSED, f"{name} after {seen.elapsed * 1000:.0f} ms" + (
+                f"; {counters}" if counters else "")
+        return LEAK, f"{name}, but refused by someone else ({counters or 'no counters'})"
+    if seen.timeout:
+        return LEAK, f"no answer and no refusal in {seen.elapsed:.1f} s: the packet left"
+    return LEAK, "sent without any refusal"
+
+
+# -- firing (sockets) -----------------------------------------------------------------------
+
+
+def fire(probe: Probe, timeout: float) -> Observation:
+    """Send the probe for real and observe what the socket reports."""
+    start = time.monotonic()
+    fam = socket.AF_INET if probe.family == 4 else socket.AF_INET6
+    try:
+        if probe.kind == "tcp":
+            return _tcp(fam, probe, timeout, start)
+        if probe.kind == "icmp":
+            return _icmp(fam, probe, timeout, start)
+        return _udp(fam, probe, timeout, start)
+    except OSError as exc:  # socket() itself (no IPv6 at all in the kernel)
+        return Observation(error=exc.errno, at_send=True, elapsed=time.monotonic() - start)
+
+
+def _since(start: float) -> float:
+    return time.monotonic() - start
+
+
+def _tcp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((probe.target, probe.port))
+        except TimeoutError:
+            return Observation(timeout=True, elapsed=_since(start))
+        except OSError as exc:
+            return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
+        return Observation(connected=True, elapsed=_since(start))
+
+
+def _dns_query(qid: int) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in onion_name().split("."))
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack(
+        "!HH", 1, 1)
+
+
+def parse_a(reply: bytes, qid: int) -> list[str] | None:
+    """A records of a DNS reply to qid; None if it is not a reply to our query."""
+    if len(reply) < 12:
+        return None
+    rid, flags, qd, an = struct.unpack("!HHHH", reply[:8])
+    if rid != qid or not flags & 0x8000:
+        return None
+    pos = 12
+    for _ in range(qd):
+        pos = _skip_name(reply, pos) + 4
+    found = []
+    for _ in range(an):
+        pos = _skip_name(reply, pos)
+        if pos + 10 > len(reply):
+            break
+        rtype, _cls, _ttl, size = struct.unpack("!HHIH", reply[pos:pos + 10])
+        pos += 10
+        if rtype == 1 and size == 4:
+            found.append(socket.inet_ntoa(reply[pos:pos + 4]))
+        pos += size
+    return found
+
+
+def _skip_name(data: bytes, pos: int) -> int:
+    while pos < len(data):
+        size = data[pos]
+        if size & 0xC0 == 0xC0:
+            return pos + 2
+        if size == 0:
+            return pos + 1
+        pos += size + 1
+    return pos
+
+
+def _udp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
+    qid = int.from_bytes(os.urandom(2), "big")
+    payload = _dns_query(qid) if probe.kind == "dns" else b"\x0d" + os.urandom(31)  # QUIC-ish
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect((probe.target, probe.port))
+            s.send(payload)
+        except OSError as exc:
+            return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
+        deadline = start + timeout
+        while True:
+            s.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                reply = s.recv(4096)
+            except TimeoutError:
+                return Observation(timeout=True, elapsed=_since(start))
+            except OSError as exc:
+                return Observation(error=exc.errno, elapsed=_since(start))
+            if probe.kind != "dns":
+                return Observation(answer=[], elapsed=_since(start))
+            answer = parse_a(reply, qid)
+            if answer is not None:
+                return Observation(answer=answer, elapsed=_since(start))
+
+
+def _icmp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
+    v6 = fam == socket.AF_INET6
+    proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
+    ident = int.from_bytes(os.urandom(2), "big")
+    body = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, 1) + b"netspectre verify"
+    if not v6:  # the kernel computes ICMPv6 checksums itself
+        body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    with socket.socket(fam, socket.SOCK_RAW, proto) as s:
+        try:
+            s.connect((probe.target, 0))
+            s.send(body)
+        except OSError as exc:
+            return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
+        deadline = start + timeout
+        while True:
+            s.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                reply = s.recv(4096)
+            except TimeoutError:
+                return Observation(timeout=True, elapsed=_since(start))
+            except OSError as exc:
+                return Observation(error=exc.errno, elapsed=_since(start))
+            icmp = reply if v6 else reply[(reply[0] & 0x0F) * 4:]
+            if len(icmp) >= 8 and icmp[0] in (0, 129) and icmp[4:6] == body[4:6]:
+                return Observation(answer=[], elapsed=_since(start))  # an echo reply came back
+            if len(icmp) >= 8 and icmp[0] in (3, 1):  # unreachable, from wherever
+                return Observation(error=errno.EHOSTUNREACH, elapsed=_since(start))
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def run(probes: tuple[Probe, ...], timeout: float, read_counters: Any,
+        vnet: ipaddress.IPv4Network) -> list[dict[str, Any]]:
+    """Fire each probe with a counter reading around it; one result row per probe."""
+    rows = []
+    for probe in probes:
+        before = _read(read_counters)
+        seen = fire(probe, timeout)
+        after = _read(read_counters)
+        moved = None if before is None or after is None else counted(before, after)
+        outcome, evidence = judge(probe, seen, moved, vnet)
+        rows.append({
+            "check": probe.name, "ok": outcome == probe.expect, "expected": probe.expect,
+            "outcome": outcome, "detail": f"{outcome}: {evidence}",
+            "fix": "" if outcome == probe.expect else _fix(probe, outcome),
+        })
+    return rows
+
+
+def _read(read_counters: Any) -> dict[str, dict[str, int]] | None:
+    from netspectre.errors import Error
+
+    try:
+        result: dict[str, dict[str, int]] = read_counters()
+    except Error:
+        return None
+    return result or None
+
+
+def _fix(probe: Probe, outcome: str) -> str:
+    if outcome == LEAK:
+        return "run `sudo netspectre restart` to re-apply the ruleset, then verify again"
+    if probe.expect == TORIFIED:
+        return "Tor is not answering: `sudo netspectre status`, then `sudo netspectre restart`"
+    return "see `sudo netspectre doctor`"
