@@ -1,0 +1,82 @@
+"""`start --boot` (what the systemd unit runs): never waits for Tor, and when start fails for
+any reason the kill switch is closed anyway (the ruleset with no Tor behind it)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from topology import (
+    BACKENDS,
+    DNS_OUT,
+    LAN_DNS,
+    WEB,
+    WEB6,
+    Topology,
+    assert_no_leak,
+)
+
+pytestmark = pytest.mark.root
+
+
+def _probe_everything(t: Topology) -> dict[str, dict[str, object]]:
+    return t.probe({
+        "tcp": (t.nobody, "tcp", {"dst": WEB, "port": 80}),
+        "udp": (t.nobody, "udp", {"dst": WEB, "port": 443}),
+        "dns-out": (t.nobody, "dns", {"dst": DNS_OUT, "name": "example.com"}),
+        "dns-lan": (t.root, "dns", {"dst": LAN_DNS, "name": "example.com"}),
+        "tcp6": (t.root, "tcp", {"dst": WEB6, "port": 80}),
+    })
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_boot_start_is_active_without_waiting(clean: Topology, backend: str) -> None:
+    t = clean
+    cfg = t.config(backend)
+    began = time.monotonic()
+    run = t.netspectre(cfg, "start", "--boot")
+    assert run.rc == 0, run
+    assert time.monotonic() - began < 20
+    assert run.data["active"] is True
+    assert not (t.state_dir / "lockdown.json").exists()
+    cap = t.capture()
+    _probe_everything(t)
+    assert_no_leak(t.finish(cap))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_boot_with_a_broken_config_still_closes_the_kill_switch(clean: Topology,
+                                                                backend: str) -> None:
+    t = clean
+    good = t.config(backend)
+    broken = t.workdir / "broken.toml"
+    broken.write_text(good.read_text() + "[firewall.oops]\nnot_a_key = 1\n")
+    cap = t.capture()
+    run = t.netspectre(broken, "start", "--boot")
+    assert run.rc != 0, run
+    assert "error:" in run.stderr, run
+    # The rules are in force although start failed, and the reason is recorded.
+    assert t.ours_present(), "start --boot failed open: no netspectre rules in force"
+    marker = json.loads((t.state_dir / "lockdown.json").read_text())
+    assert "oops" in marker["reason"]
+    _probe_everything(t)
+    assert_no_leak(t.finish(cap))
+    # The user fixes the config: `start` replaces the lockdown in one transaction.
+    run = t.netspectre(good, "start")
+    assert run.rc == 0, run
+    assert not (t.state_dir / "lockdown.json").exists()
+    t.stop(good)
+    assert t.ours_present() == []
+
+
+def test_stop_lifts_a_lockdown(clean: Topology) -> None:
+    t = clean
+    broken = t.workdir / "broken2.toml"
+    broken.write_text('[tor]\nmode = "nonsense"\n')
+    run = t.netspectre(broken, "start", "--boot")
+    assert run.rc != 0
+    assert t.ours_present()
+    t.stop(None)
+    assert t.ours_present() == []
+    assert not (t.state_dir / "lockdown.json").exists()
