@@ -1,4 +1,5 @@
-"""`verify`: the ruleset in force is compared with the policy; tampering is caught."""
+"""`verify`: the ruleset in force equals the policy (tampering is caught), and the live leak
+probes: every class refused or torified, and a leak introduced on purpose is named."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import BACKENDS, LAN_DNS, Topology, assert_no_leak, outgoing, show
+from topology import (
+    BACKENDS,
+    LAN_DNS,
+    TAMPER_DNS,
+    Topology,
+    assert_no_leak,
+    outgoing,
+    show,
+)
 
 TAMPER = {
     # Delete the first rule of our output chain (the INVALID drop): a silent weakening.
@@ -68,29 +77,6 @@ def test_probes_pass_and_nothing_leaves(clean: Topology, backend: str, ipv6: str
     assert rows[f"DNS (UDP) to LAN resolver {LAN_DNS}:53"]["outcome"] == "torified"
     assert rows[f"TCP to {PROBE_TARGET4}:80"]["outcome"] == "torified"
     assert_no_leak(packets)
-
-
-# "Rules partly removed": the DNS redirect and the DNS refusal go, so a DNS query to the LAN
-# router falls through to the LAN exemption: NetSpectre's classic leak. verify must name exactly
-# that probe, and the capture on the uplink must agree that the query left.
-_GONE = "dns_redirected|blocked_dns"
-_NFT_CUT = ("for c in nat_output output; do for h in $(nft -a list chain inet netspectre $c | "
-            f"grep -E '{_GONE}' | sed 's/.*handle //'); do "
-            "nft delete rule inet netspectre $c handle $h; done; done")
-
-
-def _ipt_cut(tool: str) -> str:
-    return " ; ".join(
-        f"{tool} -t {table} -S {chain} | grep -E '{_GONE}' | sed 's/^-A/-D/' | "
-        f"while read -r rule; do eval {tool} -t {table} $rule; done"
-        for table, chain in (("nat", "NETSPECTRE-NAT"), ("filter", "NETSPECTRE-OUT")))
-
-
-TAMPER_DNS = {
-    "nft": ["sh", "-c", _NFT_CUT],
-    "iptables-nft": ["sh", "-c", _ipt_cut("iptables-nft")],
-    "iptables-legacy": ["sh", "-c", _ipt_cut("iptables-legacy")],
-}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

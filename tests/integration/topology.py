@@ -373,3 +373,26 @@ def assert_no_leak(packets: list[Packet], *, allowed: Any = None, since: float |
 
 def refused_fast(result: dict[str, Any]) -> bool:
     return bool(result.get("error")) and result["error"] != "timeout" and result["elapsed"] < FAST
+
+
+# "Rules partly removed": the DNS redirect and the DNS refusal go, so a DNS query to the LAN
+# router falls through to the LAN exemption: NetSpectre's classic leak. verify must name exactly
+# that probe, and the capture on the uplink must agree that the query left.
+_GONE = "dns_redirected|blocked_dns"
+_NFT_CUT = ("for c in nat_output output; do for h in $(nft -a list chain inet netspectre $c | "
+            f"grep -E '{_GONE}' | sed 's/.*handle //'); do "
+            "nft delete rule inet netspectre $c handle $h; done; done")
+
+
+def _ipt_cut(tool: str) -> str:
+    return " ; ".join(
+        f"{tool} -t {table} -S {chain} | grep -E '{_GONE}' | sed 's/^-A/-D/' | "
+        f"while read -r rule; do eval {tool} -t {table} $rule; done"
+        for table, chain in (("nat", "NETSPECTRE-NAT"), ("filter", "NETSPECTRE-OUT")))
+
+
+TAMPER_DNS = {
+    "nft": ["sh", "-c", _NFT_CUT],
+    "iptables-nft": ["sh", "-c", _ipt_cut("iptables-nft")],
+    "iptables-legacy": ["sh", "-c", _ipt_cut("iptables-legacy")],
+}

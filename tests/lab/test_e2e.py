@@ -420,6 +420,37 @@ class TestActive:
                                                timeout=10.0), "HTTP after NEWNYM")
 
 
+    def test_verify_passes_then_names_a_dns_leak(self, bench: Bench, active: Active) -> None:
+        """Issue 5: `verify` in the lab (probes + exit check) passes; with the DNS redirect and
+        refusal cut out it fails on exactly the LAN-resolver probe, and the capture agrees."""
+        from topology import TAMPER_DNS
+
+        b, lay = bench, bench.info.layout
+        run = b.netspectre(active.config, "verify")
+        assert run.rc == 0, str(run)
+        rows = {c["check"]: c for c in run.data["checks"]}
+        assert rows["exit check through Tor"]["ok"] is True, rows
+        probes = [c for c in rows.values() if "outcome" in c]
+        assert len(probes) == 9 and all(c["ok"] for c in probes), probes
+        lan_probe = f"DNS (UDP) to LAN resolver {lay.resolver4}:53"
+        assert rows[lan_probe]["outcome"] == "torified", rows[lan_probe]
+        try:
+            b.client.run(TAMPER_DNS[active.backend])
+            cap = b.capture(f"verify-leak-{active.backend}")
+            bad = b.netspectre(active.config, "verify", "--no-myip")
+            packets = b.finish(cap)
+            assert bad.rc == 1, str(bad)
+            failed = {c["check"]: c for c in bad.data["checks"] if c["ok"] is False}
+            assert failed[lan_probe]["outcome"] == "leak", failed
+            assert any(p.dst == str(lay.resolver4) and p.dport == 53
+                       for p in b.outgoing(packets)), "verify said leak, the capture disagrees"
+        finally:
+            repaired = b.netspectre(active.config, "restart")
+            assert repaired.rc == 0, str(repaired)
+        again = b.netspectre(active.config, "verify", "--no-myip")
+        assert again.rc == 0, str(again)
+
+
 # --- kill switch ------------------------------------------------------------------------------
 
 

@@ -182,6 +182,9 @@ class Layout:
     guest4: IPv4Address
     guest6: IPv6Address
     lan: tuple[IPv4Network | IPv6Network, ...] = field(default=())
+    # `netspectre verify`'s probe targets: routed to the lab's internet, where nothing has them
+    probe4: IPv4Address = IPv4Address("198.51.100.99")
+    probe6: IPv6Address = IPv6Address("2001:db8::99")
 
     @property
     def authorities(self) -> tuple[Relay, ...]:
@@ -234,4 +237,6 @@ def layout(spec: LabSpec) -> Layout:
         guest4=guest4[2],
         guest6=guest6[2],
         lan=(spec.lan4, spec.lan6),
+        probe4=i4[99],
+        probe6=_host6(i6, 99),
     )
