@@ -115,7 +115,11 @@ def _fmt_status(data: dict[str, Any]) -> str:
                      f"ruleset in force: {data.get('ruleset_in_force')}) — run `netspectre stop`")
     else:
         lines.append("netspectre: not active")
-        if data.get("leftover_rules"):
+        if data.get("lockdown"):
+            lines.append("  LOCKDOWN: `start --boot` failed, so only the blocking ruleset is in "
+                         f"force: {data['lockdown'].get('reason')}")
+            lines.append("  fix the cause, then `netspectre start` (or `netspectre stop` to lift)")
+        elif data.get("leftover_rules"):
             lines.append("  leftover rules from: " + ", ".join(data["leftover_rules"])
                          + " — run `netspectre stop`")
     pol = data.get("policy")

@@ -245,6 +245,7 @@ def status(ctx: Context) -> dict[str, Any]:
         return {
             "active": False,
             "leftover_rules": leftovers,
+            "lockdown": _lockdown(p),
             "tor": service.status(ctx.config, p, None),
         }
     backend = Backend(current.backend)
@@ -414,6 +415,16 @@ def lockdown(config_path: str | None, p: paths.Paths, reason: str) -> None:
     tmp = p.lockdown.with_name(p.lockdown.name + ".tmp")
     tmp.write_text(json.dumps({"reason": reason, "since": time.time()}) + "\n")
     os.replace(tmp, p.lockdown)
+
+
+def _lockdown(p: paths.Paths) -> dict[str, Any] | None:
+    import json
+
+    try:
+        data = json.loads(p.lockdown.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _clear_lockdown(p: paths.Paths) -> None:

@@ -60,6 +60,8 @@ def test_boot_with_a_broken_config_still_closes_the_kill_switch(clean: Topology,
     assert t.ours_present(), "start --boot failed open: no netspectre rules in force"
     marker = json.loads((t.state_dir / "lockdown.json").read_text())
     assert "oops" in marker["reason"]
+    status = t.netspectre(good, "status")
+    assert status.data["lockdown"]["reason"] == marker["reason"], status
     _probe_everything(t)
     assert_no_leak(t.finish(cap))
     # The user fixes the config: `start` replaces the lockdown in one transaction.
