@@ -382,6 +382,9 @@ def boot(config_path: str | None, p: paths.Paths) -> dict[str, Any]:
     from netspectre.config import load
 
     require_root("start")
+    current = _load_current(p)
+    if current is not None and current.phase is Phase.ACTIVE:  # the unit started twice
+        return {"active": True, "backend": current.backend, "already_active": True}
     try:
         return start(Context(config=load(config_path), paths=p), wait=False, boot=True)
     except Error as exc:

@@ -43,6 +43,10 @@ def test_boot_start_is_active_without_waiting(clean: Topology, backend: str) -> 
     cap = t.capture()
     _probe_everything(t)
     assert_no_leak(t.finish(cap))
+    # The unit started again while active: a no-op, not a lockdown.
+    again = t.netspectre(cfg, "start", "--boot")
+    assert again.rc == 0 and again.data["already_active"] is True, again
+    assert not (t.state_dir / "lockdown.json").exists()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
