@@ -167,16 +167,22 @@ def _fmt_kv(title: str, data: dict[str, Any]) -> str:
 
 
 def _fmt_checks(data: dict[str, Any]) -> str:
-    """verify/doctor: one line per check (ok, FAIL or skip), its detail, and the fix."""
+    """verify/doctor as a table: result, check, what happened (and the fix under a failure)."""
+    checks = data["checks"]
+    width = min(max((len(c["check"]) for c in checks), default=0), 48)
     lines = []
-    for c in data["checks"]:
-        mark = "skip" if c["ok"] is None else ("ok  " if c["ok"] else "FAIL")
-        lines.append(f"{mark} {c['check']}" + (f" — {c['detail']}" if c.get("detail") else ""))
-        if c.get("fix") and not c["ok"]:
-            lines.append(f"     fix: {c['fix']}")
-    verdict = "all checks passed" if data.get("ok") else "some checks FAILED"
-    lines.append(f"{verdict} ({sum(1 for c in data['checks'] if c['ok'])} ok, "
-                 f"{sum(1 for c in data['checks'] if c['ok'] is False)} failed)")
+    for c in checks:
+        mark = "skip" if c["ok"] is None else ("ok" if c["ok"] else "FAIL")
+        detail = c.get("detail") or ""
+        lines.append(f"{mark:<4}  {c['check']:<{width}}  {detail}".rstrip())
+        if c.get("fix") and c["ok"] is False:
+            lines.append(f"{'':<4}  {'':<{width}}  fix: {c['fix']}")
+    passed = sum(1 for c in checks if c["ok"])
+    failed = sum(1 for c in checks if c["ok"] is False)
+    verdict = "PASS" if data.get("ok") else "FAIL"
+    lines.append(f"{verdict}: {passed} ok, {failed} failed"
+                 + (f", {len(checks) - passed - failed} skipped" if passed + failed < len(checks)
+                    else ""))
     return "\n".join(lines)
 
 
