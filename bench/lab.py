@@ -153,6 +153,12 @@ class Run:
         self.ns("stop")
         self.m["start → 100 %, warm DataDirectory (s)"] = self.start("warm")
 
+    def verify(self) -> None:
+        """`netspectre verify`: rules, 9 leak probes, the exit check through Tor."""
+        t0 = time.monotonic()
+        self.ns("verify")  # exits the benchmark unless every check passed
+        self.m["verify: rules + probes + exit check (s)"] = time.monotonic() - t0
+
     def kill_tor(self) -> None:
         assert self.info is not None
         pid = processes.read_pid(self.files.tor_pid)
@@ -221,6 +227,7 @@ def main() -> int:
                 run.up_and_cold_start()
                 run.bulk()
                 run.warm_start()
+                run.verify()
                 run.kill_tor()
                 run.down()
             finally:

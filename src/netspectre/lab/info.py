@@ -76,14 +76,14 @@ def client_config(info: LabInfo) -> str:
         f"torrc_extra = [\n{extra},\n]\n"
         "\n[check]\n"
         f"url = {_toml_str(info.check_url)}\n"
-        "\n[firewall]\n"
-        f"# the client's uplink and guest links stand in for a LAN ({lay.resolver4} answers DNS)\n"
-        f"lan = [{lan}]\n"
         "\n[verify]\n"
         "# `netspectre verify` probes an internet address nothing answers, and the LAN resolver\n"
         f"target4 = {_toml_str(str(lay.probe4))}\n"
         f"target6 = {_toml_str(str(lay.probe6))}\n"
         f"lan_dns = [{_toml_str(str(lay.resolver4))}]\n"
+        "\n[firewall]\n"
+        f"# the client's uplink and guest links stand in for a LAN ({lay.resolver4} answers DNS)\n"
+        f"lan = [{lan}]\n"
     )
 
 
