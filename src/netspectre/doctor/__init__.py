@@ -50,7 +50,10 @@ def diagnose(config_path: str | None, paths: Paths) -> dict[str, Any]:
     if not root:
         checks.append(Finding("root", None, "not root: checks that need root are skipped",
                               "sudo netspectre doctor"))
-    seen = facts.state_facts(paths)
+    try:
+        seen = facts.state_facts(paths)
+    except facts.TROUBLE as exc:
+        seen = leftovers.StateFacts(root=root, error=f"cannot read what is in force: {exc}")
     active = leftovers.is_active(seen)
     checks += [leftovers.active(seen), leftovers.state(seen), leftovers.lockdown(seen),
                leftovers.ipv6(seen)]
