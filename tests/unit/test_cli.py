@@ -35,16 +35,24 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, needle
 def test_help_lists_every_command() -> None:
     proc = run("--help")
     assert proc.returncode == 0
-    for cmd in ("start", "stop", "restart", "status", "rules", "myip", "newnym", "verify", "lab"):
+    for cmd in ("start", "stop", "restart", "status", "rules", "myip", "newnym", "verify", "lab",
+                "doctor", "enable", "disable"):
         assert cmd in proc.stdout
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root+setpriv")
-@pytest.mark.parametrize("command", ["start", "stop", "restart", "status", "newnym"])
+@pytest.mark.parametrize("command", ["start", "stop", "restart", "status", "newnym", "verify",
+                                     "enable", "disable"])
 def test_non_root_is_refused_with_a_hint(command: str) -> None:
     proc = run(command, user="nobody")
     assert_clean_error(proc, 4, "must run as root")
     assert f"sudo netspectre {command}" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root+setpriv")
+def test_non_root_boot_start_is_refused_before_any_lockdown() -> None:
+    proc = run("start", "--boot", user="nobody")
+    assert_clean_error(proc, 4, "must run as root")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root+setpriv")

@@ -78,3 +78,9 @@ def test_counted_reports_only_what_moved() -> None:
     before = {"a": {"packets": 1}, "b": {"packets": 5}}
     after = {"a": {"packets": 1}, "b": {"packets": 7}, "c": {"packets": 1}}
     assert probes.counted(before, after) == {"b": 2, "c": 1}
+
+
+def test_icmp_checksum_of_a_checksummed_packet_is_zero() -> None:
+    body = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"netspectre verify"
+    body = body[:2] + struct.pack("!H", probes._checksum(body)) + body[4:]
+    assert probes._checksum(body) == 0
