@@ -308,7 +308,7 @@ do_uninstall() {
   if [ "$purge" = 1 ]; then
     rm -rf "$CONF_DIR" "$DATA_DIR"
   elif [ -d "$DATA_DIR" ]; then
-    kept+=("$DATA_DIR (Tor's cached data from netspectre start)")
+    kept+=("$DATA_DIR")
   fi
   rm -rf "${RUNTIME_DIRS[@]}"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
@@ -316,7 +316,7 @@ do_uninstall() {
   for path in "${kept[@]}"; do
     case $path in
       "$CONF") say "kept $path: you changed it (--uninstall --purge removes it)" ;;
-      *) say "kept $path (--uninstall --purge removes it)" ;;
+      *) say "kept $path: Tor's cached data (--uninstall --purge removes it)" ;;
     esac
   done
   for path in "${left[@]}"; do say "kept $path: not empty (files in it are not ours)"; done

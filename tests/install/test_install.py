@@ -97,6 +97,25 @@ def test_install_upgrade_uninstall_leaves_nothing(root: ThrowawayRoot) -> None:
     assert "nothing to remove" in again.stdout
 
 
+DISTRO_WHEELS = Path("/usr/share/python-wheels")
+
+
+@pytest.mark.skipif(
+    not (list(DISTRO_WHEELS.glob("setuptools-*.whl")) and list(DISTRO_WHEELS.glob("wheel-*.whl"))),
+    reason="no offline build tools: apt packages python3-setuptools-whl and python3-wheel-whl "
+           "(scripts/test installs them)")
+def test_install_builds_the_checkout_offline(root: ThrowawayRoot) -> None:
+    """Without --wheel: the checkout is built in the root, from the distro's wheels, with no
+    network (the root has its own empty network namespace) and nothing written to it."""
+    out = root.ok("./install.sh --no-deps")
+    assert "installed netspectre 0.1.0" in out.stdout, out
+    assert root.ok("cd / && netspectre --version").stdout.strip() == "netspectre 0.1.0"
+    assert not list((root.base / "src").glob("**/*.egg-info")), "install wrote into the checkout"
+    assert not (root.base / "src/build").exists(), "install wrote into the checkout"
+    root.ok("./install.sh --uninstall")
+    assert not root.leftovers()
+
+
 def test_uninstall_refuses_while_active(root: ThrowawayRoot) -> None:
     root.ok(f"./install.sh --no-deps {WHEEL}")
     root.ok("install -d -m 0700 /run/netspectre && "
