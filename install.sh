@@ -217,14 +217,11 @@ do_install() {
   if [ "$deps" = 1 ]; then install_deps; else say "--no-deps: not installing tor, nftables, python3"; fi
   py=$(pick_python)
 
-  if [ ! -d "$PREFIX" ]; then
-    mkdir -m 0755 -p "$PREFIX"
-    record dir "$PREFIX"
-  elif [ ! -f "$MANIFEST" ] && [ -n "$(ls -A "$PREFIX")" ]; then
+  if [ -d "$PREFIX" ] && [ ! -f "$MANIFEST" ] && [ -n "$(ls -A "$PREFIX")" ]; then
     die 1 "$PREFIX exists and was not created by install.sh" "move it away, then run this again"
-  else
-    record dir "$PREFIX"
   fi
+  make_dirs "$PREFIX"
+  record dir "$PREFIX"
   install_package "$py"
 
   claim "$BIN"
