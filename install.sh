@@ -214,6 +214,8 @@ do_install() {
   local deps=$1 py config_sum path
   [ -f "$SRC/pyproject.toml" ] && [ -d "$SRC/src/netspectre" ] \
     || die 1 "$SRC is not a netspectre checkout" "run ./install.sh from the repository"
+  local target
+  for target in "$BIN" "$MAN" "$BASH_COMPLETION" "$ZSH_COMPLETION"; do claim "$target"; done
   if [ "$deps" = 1 ]; then install_deps; else say "--no-deps: not installing tor, nftables, python3"; fi
   py=$(pick_python)
 

@@ -173,6 +173,7 @@ def test_a_foreign_netspectre_on_path_is_not_replaced(root: ThrowawayRoot) -> No
     assert refused.returncode == 1
     assert "/usr/local/bin/netspectre exists and was not installed by install.sh" in refused.stderr
     assert root.ok("cat /usr/local/bin/netspectre").stdout == "#!/bin/sh\n"
+    assert root.leftovers() == ["file: /usr/local/bin/netspectre"], "refused, yet changed"
 
 
 def test_nftables_unavailable_falls_back_to_iptables(root: ThrowawayRoot) -> None:
