@@ -291,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("netspectre: interrupted", file=sys.stderr)
         return int(ExitStatus.INTERRUPTED)
+    except BrokenPipeError:  # `netspectre rules | head`: the reader left; not our error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Error as exc:
         if args.debug:
             import traceback

@@ -98,3 +98,17 @@ def test_json_error_output(tmp_path: Path) -> None:
     proc = run("--json", "--config", str(cfg), "rules")
     assert proc.returncode == 3
     assert '"error": "invalid firewall.ipv6 = 1' in proc.stdout
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback() -> None:
+    """`netspectre rules | head`: the reader is gone before we print."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "netspectre", "rules", "--backend", "nft"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the interpreter has started
+    err = proc.stderr.read()
+    proc.wait()
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
