@@ -191,6 +191,37 @@ def test_nftables_unavailable_falls_back_to_iptables(root: ThrowawayRoot) -> Non
         "apt-get update -qq", "apt-get install -y -qq nftables"]
 
 
+@pytest.mark.parametrize(("manager", "query", "expected"), [
+    ("pacman", "pacman", ["pacman -S --needed --noconfirm tor python nftables"]),
+    ("dnf", "rpm", ["dnf install -y -q tor python3 nftables"]),
+])
+def test_pacman_and_dnf_install_the_same_dependencies(root: ThrowawayRoot, manager: str,
+                                                      query: str, expected: list[str]) -> None:
+    """Arch and Fedora: apt-get hidden in the throwaway root, stub package tools that log what
+    they are asked; every package is reported missing, so all of them are asked for."""
+    stub = f"printf '%s\\n' '#!/bin/sh' 'echo \"{manager} $*\" >> /tmp/pm.log' > {manager}"
+    if query != manager:  # rpm -q: nothing installed
+        stub += f" && printf '%s\\n' '#!/bin/sh' 'exit 1' > {query}"
+    else:  # pacman -Q: nothing installed
+        stub = (f"printf '%s\\n' '#!/bin/sh' 'case \"$1\" in -Q) exit 1 ;; esac' "
+                f"'echo \"{manager} $*\" >> /tmp/pm.log' > {manager}")
+    root.ok("rm -f /usr/bin/apt-get && mkdir -p /usr/local/sbin && cd /usr/local/sbin && "
+            f"{stub} && chmod +x *")
+    out = root.ok(f"./install.sh {WHEEL}")
+    assert f"{manager}: installing" in out.stdout, out
+    assert root.ok("cat /tmp/pm.log").stdout.splitlines() == expected
+
+
+def test_uninstall_disables_an_enabled_unit(root: ThrowawayRoot) -> None:
+    root.ok(f"./install.sh --no-deps {WHEEL}")
+    root.ok("cd / && netspectre enable")
+    link = "/etc/systemd/system/sysinit.target.wants/netspectre.service"
+    assert exists(root, link)
+    out = root.ok("./install.sh --uninstall")
+    assert not exists(root, link) and not exists(root, "/etc/systemd/system/netspectre.service")
+    assert root.leftovers() == [], out
+
+
 def test_the_leftover_check_catches_strays(tmp_path: Path) -> None:
     """The detector itself: a planted file, a new directory, a deleted host file (whiteout), a
     changed mode on an existing directory; allowed paths and unchanged directories pass."""
