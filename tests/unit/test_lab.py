@@ -133,3 +133,19 @@ def test_watch_reads_hsdir_names() -> None:
     assert watch.hsdir_nick("$" + "A" * 40 + "~auth1") == "auth1"
     assert watch.hsdir_nick("$" + "A" * 40 + "=auth2") == "auth2"
     assert watch.hsdir_nick("$" + "B" * 40) == "B" * 40
+
+
+def test_judge_verify() -> None:
+    from netspectre.lab import checks
+
+    good = {"ok": True, "checks": [
+        {"check": "state: active", "ok": True, "detail": "active"},
+        {"check": "TCP", "ok": True, "outcome": "torified", "detail": ""},
+        {"check": "UDP", "ok": True, "outcome": "refused", "detail": ""}]}
+    assert checks.judge_verify(good, 0) == (
+        True, "3 checks passed; 2 probes: 1 torified, 1 refused")
+    bad = {"ok": False, "checks": [*good["checks"][:2],
+                                   {"check": "UDP", "ok": False, "outcome": "leak",
+                                    "detail": "leak: the packet left"}]}
+    assert checks.judge_verify(bad, 1) == (False, "UDP: leak: the packet left")
+    assert checks.judge_verify({}, 7)[0] is False

@@ -54,6 +54,9 @@ PLAN: tuple[tuple[str, str, str], ...] = (
     ("leak_dns_tcp", "leak probe: DNS over TCP to the LAN", "refused"),
     ("leak_guest", "leak probe: the guest's traffic",
      "a container/VM routed through the client is refused"),
+    ("verify", "netspectre verify",
+     "the built-in self-test passes: ruleset = policy, every leak probe refused or torified, "
+     "exit check"),
     ("capture", "capture of the client's uplink",
      "every packet that left the client went to a Tor relay's ORPort"),
     ("stop", "netspectre stop",
@@ -214,3 +217,17 @@ def judge_onion(info: LabInfo, r: dict[str, Any], vnet: str) -> tuple[bool, str]
     text = (f"HTTP 200 from http://{name}/ (name mapped to {peer} in Tor's virtual network "
             f"{vnet})")
     return in_vnet, text if in_vnet else text.replace("in Tor's", "NOT in Tor's")
+
+
+def judge_verify(data: dict[str, Any], rc: int) -> tuple[bool, str]:
+    """`netspectre --json verify` → (passed, evidence)."""
+    rows = data.get("checks") or []
+    if not rows:
+        return False, str(data.get("error") or f"no report (exit {rc})")
+    failed = [r for r in rows if r.get("ok") is False]
+    if failed or rc != 0 or not data.get("ok"):
+        return False, "; ".join(f"{r['check']}: {r.get('detail', '')}" for r in failed[:3]) or (
+            f"exit {rc}")
+    outcomes = [r["outcome"] for r in rows if "outcome" in r]
+    return True, (f"{len(rows)} checks passed; {len(outcomes)} probes: "
+                  f"{outcomes.count('torified')} torified, {outcomes.count('refused')} refused")

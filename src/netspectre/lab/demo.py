@@ -221,6 +221,11 @@ class Demo:
             seconds = max(float(r.get("elapsed", 0)) for r in got)
             self.record(leak.key, ok, seconds, text, {"results": got})
 
+    def verify(self) -> None:
+        out = self._netspectre("verify", timeout=90)
+        ok, text = checks.judge_verify(out.data or {}, out.rc)
+        self.record("verify", ok, out.seconds, text, out.data)
+
     def stop_and_judge(self, *, judge_capture: bool = True) -> None:
         """Stop netspectre (the capture spans the whole active phase, stop included), judge
         the capture, then check that the client is back to normal."""
@@ -322,6 +327,7 @@ class Demo:
                     self.dns()
                     self.onion()
                     self.leaks()
+                    self.verify()
                     self.stop_and_judge()
                 else:
                     self.skip_rest("netspectre did not start", but=("stop", "lab_down"))
