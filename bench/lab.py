@@ -154,7 +154,7 @@ class Run:
         self.m["start → 100 %, warm DataDirectory (s)"] = self.start("warm")
 
     def verify(self) -> None:
-        """`netspectre verify`: rules, 9 leak probes, the exit check through Tor."""
+        """`netspectre verify`: rules, 10 leak probes, the exit check through Tor."""
         t0 = time.monotonic()
         self.ns("verify")  # exits the benchmark unless every check passed
         self.m["verify: rules + probes + exit check (s)"] = time.monotonic() - t0

@@ -11,6 +11,7 @@ reaches nobody. What happened is judged from what the socket saw *and* from our 
   that answer cannot have come from the LAN resolver or from the target;
 - refused: the kernel refused it at once (reset, ICMP admin-prohibited, EPERM, or no route
   because IPv6 is off) and one of our `blocked_*` counters moved (when counters are readable);
+  DNS over TCP to a LAN resolver must be refused too: the LAN exemption does not cover port 53;
 - leak: anything else: no answer within the timeout (the packet left and nobody replied), an
   answer from somewhere else, or a refusal our rules did not count (someone else refused it).
 """
@@ -67,8 +68,10 @@ def battery(target4: str, target6: str, lan_dns: tuple[str, ...]) -> tuple[Probe
     probes = [
         Probe(f"TCP to {target4}:80", "tcp", 4, target4, 80, TORIFIED),
         Probe(f"DNS (UDP) to {target4}:53", "dns", 4, target4, 53, TORIFIED),
-        *(Probe(f"DNS (UDP) to LAN resolver {a}:53", "dns", 4, a, 53, TORIFIED)
-          for a in lan_dns),
+        *(probe for a in lan_dns for probe in (
+            Probe(f"DNS (UDP) to LAN resolver {a}:53", "dns", 4, a, 53, TORIFIED),
+            # Tor's DNSPort has no TCP: DNS over TCP to the LAN is refused, never let through.
+            Probe(f"DNS (TCP) to LAN resolver {a}:53", "tcp", 4, a, 53, REFUSED))),
         Probe(f"UDP (QUIC) to {target4}:443", "udp", 4, target4, 443, REFUSED),
         Probe(f"ICMP echo to {target4}", "icmp", 4, target4, 0, REFUSED),
         Probe(f"TCP over IPv6 to [{target6}]:80", "tcp", 6, target6, 80, REFUSED),

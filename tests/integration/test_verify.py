@@ -72,7 +72,8 @@ def test_probes_pass_and_nothing_leaves(clean: Topology, backend: str, ipv6: str
     packets = t.finish(cap)
     assert run.rc == 0, run
     rows = _rows(run)
-    assert len(rows) == 9, rows
+    assert len(rows) == 10, rows
+    assert rows[f"DNS (TCP) to LAN resolver {LAN_DNS}:53"]["outcome"] == "refused"
     assert {r["outcome"] for r in rows.values()} <= {"torified", "refused"}, rows
     assert rows[f"DNS (UDP) to LAN resolver {LAN_DNS}:53"]["outcome"] == "torified"
     assert rows[f"TCP to {PROBE_TARGET4}:80"]["outcome"] == "torified"
@@ -103,5 +104,7 @@ def test_probes_fail_when_a_leak_is_introduced(clean: Topology, backend: str) ->
     # every other probe class holds.
     rows = _rows(run)
     assert rows[f"DNS (UDP) to {PROBE_TARGET4}:53"]["outcome"] == "refused", rows
-    others = [c for c in rows.values() if not c["check"].startswith("DNS (UDP) to")]
+    # Without the DNS refusal, DNS over TCP to the LAN resolver leaks too, and is named.
+    assert rows[f"DNS (TCP) to LAN resolver {LAN_DNS}:53"]["outcome"] == "leak", rows
+    others = [c for c in rows.values() if not c["check"].startswith("DNS ")]
     assert all(c["ok"] for c in others), others

@@ -431,7 +431,7 @@ class TestActive:
         rows = {c["check"]: c for c in run.data["checks"]}
         assert rows["exit check through Tor"]["ok"] is True, rows
         probes = [c for c in rows.values() if "outcome" in c]
-        assert len(probes) == 9 and all(c["ok"] for c in probes), probes
+        assert len(probes) == 10 and all(c["ok"] for c in probes), probes
         lan_probe = f"DNS (UDP) to LAN resolver {lay.resolver4}:53"
         assert rows[lan_probe]["outcome"] == "torified", rows[lan_probe]
         try:

@@ -32,6 +32,8 @@ def test_battery_covers_every_class_and_lan_resolvers() -> None:
     assert kinds == {(k, f) for k in ("tcp", "udp", "dns", "icmp") for f in (4, 6)}
     assert [p.expect for p in battery if p.family == 6] == [REFUSED] * 4
     assert any(p.target == "203.0.113.53" and p.kind == "dns" for p in battery)
+    lan_tcp = [p for p in battery if p.target == "203.0.113.53" and p.kind == "tcp"]
+    assert [(p.port, p.expect) for p in lan_tcp] == [(53, REFUSED)]
 
 
 def test_tcp_connected_and_counted_is_torified() -> None:
