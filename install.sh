@@ -2,8 +2,8 @@
 # Install netspectre from this checkout, or remove it:
 #   sudo ./install.sh [--no-deps]           install tor, nftables, python3 (apt, pacman or dnf),
 #                                           then netspectre in its own venv; again = upgrade
-#   sudo ./install.sh --uninstall [--purge] remove what the install created (--purge: also a
-#                                           changed config and Tor's cached data)
+#   sudo ./install.sh --uninstall [--purge] remove what the install and netspectre created
+#                                           (--purge: also a config you changed)
 # Every path the install creates is listed in $PREFIX/manifest; --uninstall removes those and
 # nothing else (system packages such as tor and nftables stay installed).
 # Building the package needs setuptools with bdist_wheel. Offline it comes from the venv itself
@@ -22,8 +22,7 @@ MAN=/usr/local/share/man/man8/netspectre.8
 BASH_COMPLETION=/usr/local/share/bash-completion/completions/netspectre
 ZSH_COMPLETION=/usr/local/share/zsh/site-functions/_netspectre
 UNIT=netspectre.service
-# Created by netspectre itself at run time (netspectre.paths): the volatile ones go with
-# --uninstall, Tor's cached data only with --purge.
+# Created by netspectre itself at run time (netspectre.paths): --uninstall removes them too.
 RUNTIME_DIRS=(/run/netspectre /run/netspectre-tor)
 DATA_DIR=/var/lib/netspectre
 
@@ -58,8 +57,7 @@ Install netspectre from this checkout:
                of building the checkout: no network needed
   --uninstall  remove everything the install created (refused while netspectre is active);
                a config you changed is kept, and tor, nftables, python3 stay installed
-  --purge      with --uninstall: also remove /etc/netspectre even if you changed the config,
-               and Tor's cached data in /var/lib/netspectre
+  --purge      with --uninstall: also remove /etc/netspectre even if you changed the config
 EOF
 }
 
@@ -304,19 +302,13 @@ do_uninstall() {
       dir) rmdir "$path" 2>/dev/null || { [ ! -d "$path" ] || left+=("$path"); } ;;
     esac
   done
-  if [ "$purge" = 1 ]; then
-    rm -rf "$CONF_DIR" "$DATA_DIR"
-  elif [ -d "$DATA_DIR" ]; then
-    kept+=("$DATA_DIR")
-  fi
-  rm -rf "${RUNTIME_DIRS[@]}"
+  if [ "$purge" = 1 ]; then rm -rf "$CONF_DIR"; fi
+  # Tor's cached consensus and state, written by netspectre at run time: ours, not the user's.
+  rm -rf "${RUNTIME_DIRS[@]}" "$DATA_DIR"
   if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
-  say "removed netspectre (${#entries[@]} manifest entries, and ${RUNTIME_DIRS[*]})"
+  say "removed netspectre (${#entries[@]} manifest entries, ${RUNTIME_DIRS[*]} and $DATA_DIR)"
   for path in "${kept[@]}"; do
-    case $path in
-      "$CONF") say "kept $path: you changed it (--uninstall --purge removes it)" ;;
-      *) say "kept $path: Tor's cached data (--uninstall --purge removes it)" ;;
-    esac
+    say "kept $path: you changed it (--uninstall --purge removes it)"
   done
   for path in "${left[@]}"; do say "kept $path: not empty (files in it are not ours)"; done
   say "tor, nftables and python3 stay installed (remove them with your package manager)"
