@@ -26,6 +26,7 @@ import os
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,20 +210,13 @@ def _udp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
             s.send(payload)
         except OSError as exc:
             return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
-        deadline = start + timeout
-        while True:
-            s.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                reply = s.recv(4096)
-            except TimeoutError:
-                return Observation(timeout=True, elapsed=_since(start))
-            except OSError as exc:
-                return Observation(error=exc.errno, elapsed=_since(start))
-            if probe.kind != "dns":
-                return Observation(answer=[], elapsed=_since(start))
-            answer = parse_a(reply, qid)
-            if answer is not None:
-                return Observation(answer=answer, elapsed=_since(start))
+
+        def reply(data: bytes) -> Observation | None:
+            answer = parse_a(data, qid) if probe.kind == "dns" else []
+            return None if answer is None else Observation(answer=answer,
+                                                           elapsed=_since(start))
+
+        return _await(s, start, timeout, reply)
 
 
 def _icmp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
@@ -238,20 +232,33 @@ def _icmp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
             s.send(body)
         except OSError as exc:
             return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
-        deadline = start + timeout
-        while True:
-            s.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                reply = s.recv(4096)
-            except TimeoutError:
-                return Observation(timeout=True, elapsed=_since(start))
-            except OSError as exc:
-                return Observation(error=exc.errno, elapsed=_since(start))
-            icmp = reply if v6 else reply[(reply[0] & 0x0F) * 4:]
+
+        def reply(data: bytes) -> Observation | None:
+            icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
             if len(icmp) >= 8 and icmp[0] in (0, 129) and icmp[4:6] == body[4:6]:
                 return Observation(answer=[], elapsed=_since(start))  # an echo reply came back
             if len(icmp) >= 8 and icmp[0] in (3, 1):  # unreachable, from wherever
                 return Observation(error=errno.EHOSTUNREACH, elapsed=_since(start))
+            return None
+
+        return _await(s, start, timeout, reply)
+
+
+def _await(s: socket.socket, start: float, timeout: float,
+           reply: Callable[[bytes], Observation | None]) -> Observation:
+    """Receive until reply() recognises a datagram, an error is reported, or time is up."""
+    deadline = start + timeout
+    while True:
+        s.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            data = s.recv(4096)
+        except TimeoutError:
+            return Observation(timeout=True, elapsed=_since(start))
+        except OSError as exc:
+            return Observation(error=exc.errno, elapsed=_since(start))
+        seen = reply(data)
+        if seen is not None:
+            return seen
 
 
 def _checksum(data: bytes) -> int:

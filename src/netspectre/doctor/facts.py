@@ -33,23 +33,8 @@ def managers() -> tuple[str, ...]:
 # -- tor --------------------------------------------------------------------------------------
 
 
-def _complaint(files: Files) -> str:
-    """Tor's last [err] (else [warn]) line from the supervisor's log and tor's notice log."""
-    lines: list[str] = []
-    for path in (files.supervisor_log, files.notice_log):
-        try:
-            lines += path.read_text(errors="replace").splitlines()[-200:]
-        except OSError:
-            continue
-    for level in ("[err]", "[warn]"):
-        found = [line.split(level, 1)[1].strip() for line in lines if level in line]
-        if found:
-            return found[-1]
-    return ""
-
-
 def tor(config: Config, paths: Paths) -> TorFacts:
-    from netspectre.tor import process, systemtor
+    from netspectre.tor import process, service, systemtor
     from netspectre.tor.control import Controller
     from netspectre.tor.protocol import parse_bootstrap
 
@@ -81,7 +66,7 @@ def tor(config: Config, paths: Paths) -> TorFacts:
         binary=binary, managers=found, running=running if managed else reachable,
         pid=ours.get("tor"), supervisor="supervisor" in ours, reachable=reachable,
         error=error, bootstrap=bootstrap, lacking=lacking,
-        complaint=_complaint(files) if managed else "",
+        complaint=service.complaint(files) if managed else "",
         log=str(files.notice_log) if managed else "", root=root)
 
 

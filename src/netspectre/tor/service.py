@@ -338,7 +338,7 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " / ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
 
-def _complaint(files: Files) -> str:
+def complaint(files: Files) -> str:
     """Tor's last [err] line (else its last [warn]) from the supervisor's log and tor's own."""
     lines: list[str] = []
     for path in (files.supervisor_log, files.notice_log):
@@ -420,7 +420,7 @@ def wait_bootstrap(
         if last is not None
         else f"tor's control port never answered ({trouble or 'no reply'})"
     )
-    if last is None and (said := _complaint(files)):
+    if last is None and (said := complaint(files)):
         where += f"; tor said: {said}"
     raise TorError(
         f"Tor did not finish bootstrapping within {timeout:g} s; {where}"
