@@ -47,6 +47,6 @@ def test_complaint_prefers_errors(tmp_path: Path) -> None:
         "Nov 27 15:46:28.063 [err] Reading config failed--see warnings above.\n"
     )
     files.notice_log.write_text("Nov 27 15:46:29.000 [warn] Could not bind to 127.0.0.1:9040\n")
-    assert service._complaint(files) == "Reading config failed--see warnings above."
+    assert service.complaint(files) == "Reading config failed--see warnings above."
     files.supervisor_log.write_text("")
-    assert service._complaint(files) == "Could not bind to 127.0.0.1:9040"
+    assert service.complaint(files) == "Could not bind to 127.0.0.1:9040"
