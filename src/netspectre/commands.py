@@ -440,18 +440,36 @@ def _clear_lockdown(p: paths.Paths) -> None:
 # -- enable / disable: protection from boot -------------------------------------------------
 
 
+# What systemd gives a unit: no PYTHONPATH, no virtualenv activation, no user's PATH.
+BOOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8"}
+
+
 def enable(
-    ctx: Context, *, now: bool = False, root: str = "/",
+    ctx: Context, *, now: bool = False, root: str = "/", command: list[str] | None = None,
     on_event: Callable[[BootstrapEvent], None] | None = None,
 ) -> dict[str, Any]:
     """Write the unit for this netspectre and enable it; with now, also start."""
+    import shlex
     import sys
 
     from netspectre import system, units
 
     require_root("enable")
     system.require("systemctl")
-    command = units.command_for(sys.argv[0], sys.executable, ctx.config.path)
+    if command is None:
+        command = units.command_for(sys.argv[0], sys.executable, ctx.config.path)
+    # A unit that cannot even run netspectre at boot would leave the machine unprotected
+    # (no lockdown either): refuse now, while the user is watching.
+    probe_run = system.run([*command, "--version"], check=False, env=BOOT_ENV)
+    if probe_run.returncode != 0:
+        said = (probe_run.stderr.strip().splitlines() or [f"exit {probe_run.returncode}"])[-1]
+        raise Error(
+            f"the boot unit would run `{shlex.join(command)}`, which fails without your "
+            f"environment: {said}",
+            "install netspectre (sudo ./install.sh, or pipx) and run `netspectre enable` from "
+            "that installation",
+        )
     written = units.install(root, command)
     _systemctl(root, "enable", units.UNIT)
     data: dict[str, Any] = {"unit": written, "at_boot": True}

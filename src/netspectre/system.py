@@ -59,6 +59,7 @@ def run(
     input: str | None = None,
     check: bool = True,
     timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Result:
     """Run argv (no shell); raise CommandFailed on a non-zero exit when check is set."""
     if trace is not None:
@@ -71,6 +72,7 @@ def run(
             text=True,
             timeout=timeout,
             check=False,
+            env=env,
         )
     except FileNotFoundError as exc:
         raise _missing(argv) from exc

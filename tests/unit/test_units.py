@@ -13,6 +13,7 @@ import pytest
 
 from netspectre import commands, paths, units
 from netspectre.config import Config
+from netspectre.errors import Error
 
 EXE = str(Path(sys.executable).with_name("netspectre"))
 
@@ -102,3 +103,19 @@ def test_enable_then_disable_in_a_throwaway_root(tmp_path: Path) -> None:
     assert not link.exists() and not link.is_symlink() and not unit.exists()
     leftovers = [p for p in tmp_path.rglob("*") if not p.is_dir()]
     assert leftovers == []
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemctl absent")
+def test_enable_refuses_a_command_that_cannot_run_at_boot(tmp_path: Path) -> None:
+    """`python -S -m netspectre` cannot import netspectre without site-packages (nor would a
+    checkout run through PYTHONPATH): the unit would fail at boot, so enable writes nothing."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    ctx = commands.Context(config=Config(), paths=paths.detect())
+    with pytest.raises(Error) as raised:
+        commands.enable(ctx, root=str(tmp_path), command=[sys.executable, "-S", "-m",
+                                                           "netspectre"])
+    assert "fails without your environment" in raised.value.message
+    assert "No module named netspectre" in raised.value.message
+    assert [p for p in tmp_path.rglob("*")] == []
