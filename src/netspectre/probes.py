@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from netspectre import dnswire
+
 TORIFIED, REFUSED, LEAK = "torified", "refused", "leak"
 # Refusals the kernel reports for a packet refused on this machine (or never routed).
 REFUSALS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES,
@@ -160,49 +162,10 @@ def _tcp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
         return Observation(connected=True, elapsed=_since(start))
 
 
-def _dns_query(qid: int) -> bytes:
-    labels = b"".join(bytes([len(p)]) + p.encode() for p in onion_name().split("."))
-    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack(
-        "!HH", 1, 1)
-
-
-def parse_a(reply: bytes, qid: int) -> list[str] | None:
-    """A records of a DNS reply to qid; None if it is not a reply to our query."""
-    if len(reply) < 12:
-        return None
-    rid, flags, qd, an = struct.unpack("!HHHH", reply[:8])
-    if rid != qid or not flags & 0x8000:
-        return None
-    pos = 12
-    for _ in range(qd):
-        pos = _skip_name(reply, pos) + 4
-    found = []
-    for _ in range(an):
-        pos = _skip_name(reply, pos)
-        if pos + 10 > len(reply):
-            break
-        rtype, _cls, _ttl, size = struct.unpack("!HHIH", reply[pos:pos + 10])
-        pos += 10
-        if rtype == 1 and size == 4:
-            found.append(socket.inet_ntoa(reply[pos:pos + 4]))
-        pos += size
-    return found
-
-
-def _skip_name(data: bytes, pos: int) -> int:
-    while pos < len(data):
-        size = data[pos]
-        if size & 0xC0 == 0xC0:
-            return pos + 2
-        if size == 0:
-            return pos + 1
-        pos += size + 1
-    return pos
-
-
 def _udp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
     qid = int.from_bytes(os.urandom(2), "big")
-    payload = _dns_query(qid) if probe.kind == "dns" else b"\x0d" + os.urandom(31)  # QUIC-ish
+    payload = (dnswire.query(onion_name(), qid) if probe.kind == "dns"
+               else b"\x0d" + os.urandom(31))  # QUIC-ish
     with socket.socket(fam, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
         try:
@@ -212,9 +175,11 @@ def _udp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
             return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
 
         def reply(data: bytes) -> Observation | None:
-            answer = parse_a(data, qid) if probe.kind == "dns" else []
-            return None if answer is None else Observation(answer=answer,
-                                                           elapsed=_since(start))
+            if probe.kind != "dns":
+                return Observation(answer=[], elapsed=_since(start))
+            parsed = dnswire.parse(data, qid)
+            return None if parsed is None else Observation(
+                answer=[a for a in parsed.answers if ":" not in a], elapsed=_since(start))
 
         return _await(s, start, timeout, reply)
 
@@ -270,7 +235,10 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def run(probes: tuple[Probe, ...], timeout: float, read_counters: Any,
+Counters = dict[str, dict[str, int]]
+
+
+def run(probes: tuple[Probe, ...], timeout: float, read_counters: Callable[[], Counters],
         vnet: ipaddress.IPv4Network) -> list[dict[str, Any]]:
     """Fire each probe with a counter reading around it; one result row per probe."""
     rows = []
@@ -288,14 +256,13 @@ def run(probes: tuple[Probe, ...], timeout: float, read_counters: Any,
     return rows
 
 
-def _read(read_counters: Any) -> dict[str, dict[str, int]] | None:
+def _read(read_counters: Callable[[], Counters]) -> Counters | None:
     from netspectre.errors import Error
 
     try:
-        result: dict[str, dict[str, int]] = read_counters()
+        return read_counters() or None
     except Error:
         return None
-    return result or None
 
 
 def _fix(probe: Probe, outcome: str) -> str:

@@ -8,7 +8,7 @@ import hashlib
 import ipaddress
 import struct
 
-from netspectre import probes
+from netspectre import dnswire, probes
 from netspectre.probes import LEAK, REFUSED, TORIFIED, Observation, Probe
 
 VNET = ipaddress.IPv4Network("10.192.0.0/10")
@@ -67,13 +67,16 @@ def test_silence_is_a_leak() -> None:
     assert probes.judge(UDP4, Observation(answer=[]), {}, VNET)[0] == LEAK
 
 
-def test_parse_a_reads_answers_and_rejects_other_ids() -> None:
-    query = probes._dns_query(0x1234)
-    answer = (struct.pack("!HHHHHH", 0x1234, 0x8180, 1, 1, 0, 0) + query[12:]
-              + b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([10, 192, 0, 77]))
-    assert probes.parse_a(answer, 0x1234) == ["10.192.0.77"]
-    assert probes.parse_a(answer, 0x9999) is None
-    assert probes.parse_a(query, 0x1234) is None  # a query, not a reply
+def test_dnswire_reads_answers_and_rejects_other_ids() -> None:
+    query = dnswire.query(probes.onion_name(), 0x1234)
+    answer = (struct.pack("!HHHHHH", 0x1234, 0x8180, 1, 2, 0, 0) + query[12:]
+              + b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([10, 192, 0, 77])
+              + b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 16) + bytes(15) + b"\x01")
+    assert dnswire.parse(answer, 0x1234) == dnswire.Reply(0, ["10.192.0.77", "::1"])
+    assert dnswire.parse(answer, 0x9999) is None
+    assert dnswire.parse(query, 0x1234) is None  # a query, not a reply
+    assert dnswire.parse(answer[:40], 0x1234) == dnswire.Reply(0, [])  # truncated: no answer
+    assert dnswire.parse(b"\x12", 0x1234) is None
 
 
 def test_counted_reports_only_what_moved() -> None:

@@ -14,14 +14,11 @@ import socket
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from netspectre.dnswire import CLASS_IN, TYPE_A, TYPE_AAAA
 from netspectre.lab.daemon import detach
 from netspectre.lab.web import parse_listen
 
-TYPE_A = 1
-TYPE_AAAA = 28
-CLASS_IN = 1
 TTL = 60
 WHOAMI = "resolver.test"
 
@@ -85,24 +82,6 @@ def answer(
         "!HHHHHH", ident, 0x8000 | 0x0400 | rd | 0x0080 | rcode, 1, len(answers), 0, 0
     )
     return header + packet[12:end] + b"".join(answers)
-
-
-def parse_reply(reply: bytes, question_len: int) -> dict[str, Any]:
-    """A reply to our one-question query → {"rcode", "answers": [A/AAAA addresses]}."""
-    _, flags, _, ancount = struct.unpack("!HHHH", reply[:8])
-    pos, answers = 12 + question_len + 4, []
-    for _ in range(ancount):
-        if reply[pos] & 0xC0:
-            pos += 2
-        else:
-            while reply[pos]:
-                pos += 1 + reply[pos]
-            pos += 1
-        rtype, _, _, rdlen = struct.unpack("!HHIH", reply[pos:pos + 10])
-        if rtype in (TYPE_A, TYPE_AAAA):
-            answers.append(str(ipaddress.ip_address(reply[pos + 10:pos + 10 + rdlen])))
-        pos += 10 + rdlen
-    return {"rcode": flags & 0xF, "answers": answers}
 
 
 def serve(listen: Sequence[tuple[str, int]]) -> list[socket.socket]:

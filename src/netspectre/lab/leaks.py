@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from netspectre import dnswire
+from netspectre.dnswire import TYPE_A, TYPE_AAAA
 from netspectre.errors import Error
-from netspectre.lab.dns import TYPE_A, TYPE_AAAA, parse_reply
 from netspectre.lab.probe import socks5_connect
 from netspectre.lab.web import parse_listen
 
@@ -126,10 +127,8 @@ def dns(p: Probe) -> dict[str, Any]:
     """A query over UDP (a connected socket, so a reject is seen at once) or TCP."""
     qtype = TYPE_AAAA if p.get("type") == "AAAA" else TYPE_A
     timeout = float(p.get("timeout", 3.0))
-    qname = b"".join(bytes([len(x)]) + x.encode() for x in p["name"].split(".")) + b"\0"
     ident = int.from_bytes(os.urandom(2), "big")
-    query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack(
-        "!HH", qtype, 1)
+    query = dnswire.query(p["name"], ident, qtype)
     server = p["server"]
     if p.get("tcp"):
         with socket.create_connection((server, 53), timeout=timeout) as s:
@@ -142,7 +141,14 @@ def dns(p: Probe) -> dict[str, Any]:
             s.send(query)
             while (reply := s.recv(4096))[:2] != query[:2]:
                 pass
-    return parse_reply(reply, len(qname))
+    return _reply(reply, ident)
+
+
+def _reply(reply: bytes, ident: int) -> dict[str, Any]:
+    parsed = dnswire.parse(reply, ident)
+    if parsed is None:
+        return {"error": f"not a DNS reply to our query: {reply[:16].hex()}"}
+    return {"rcode": parsed.rcode, "answers": parsed.answers}
 
 
 KINDS: dict[str, Callable[[Probe], dict[str, Any]]] = {

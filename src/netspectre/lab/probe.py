@@ -9,14 +9,14 @@ import argparse
 import json
 import os
 import socket
-import struct
 import sys
 import time
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from netspectre import dnswire
+from netspectre.dnswire import TYPE_A, TYPE_AAAA
 from netspectre.errors import Error
-from netspectre.lab.dns import TYPE_A, TYPE_AAAA, parse_reply
 from netspectre.lab.web import parse_listen
 from netspectre.tor import socks
 
@@ -68,14 +68,16 @@ def dns_query(
     host: str, name: str, qtype: int, *, port: int = 53, timeout: float
 ) -> dict[str, object]:
     ident = int.from_bytes(os.urandom(2), "big")
-    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
-    query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
+    query = dnswire.query(name, ident, qtype)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.sendto(query, (host, port))
         reply, _ = sock.recvfrom(4096)
-    return parse_reply(reply, len(qname))
+    parsed = dnswire.parse(reply, ident)
+    if parsed is None:
+        return {"error": f"not a DNS reply to our query: {reply[:16].hex()}"}
+    return {"rcode": parsed.rcode, "answers": parsed.answers}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
