@@ -394,7 +394,6 @@ def boot(config_path: str | None, p: paths.Paths) -> dict[str, Any]:
 
 def lockdown(config_path: str | None, p: paths.Paths, reason: str) -> None:
     """Block everything that is not loopback/LAN, with whatever of the config is usable."""
-    import json
 
     from netspectre.config import Config, load
 
@@ -415,26 +414,18 @@ def lockdown(config_path: str | None, p: paths.Paths, reason: str) -> None:
 
             backend, _ = firewall.detect(BackendName.AUTO)
         firewall.apply(backend, build(config, facts))
-    tmp = p.lockdown.with_name(p.lockdown.name + ".tmp")
-    tmp.write_text(json.dumps({"reason": reason, "since": time.time()}) + "\n")
-    os.replace(tmp, p.lockdown)
+    state.save_lockdown(p.lockdown, reason, time.time())
 
 
 def _lockdown(p: paths.Paths) -> dict[str, Any] | None:
-    import json
-
     try:
-        data = json.loads(p.lockdown.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return state.load_lockdown(p.lockdown)
+    except StateError as exc:
+        return {"reason": exc.message}
 
 
 def _clear_lockdown(p: paths.Paths) -> None:
-    try:
-        os.unlink(p.lockdown)
-    except FileNotFoundError:
-        pass
+    state.remove(p.lockdown)
 
 
 # -- enable / disable: protection from boot -------------------------------------------------

@@ -105,11 +105,35 @@ def load(path: Path) -> State | None:
 
 
 def save(path: Path, state: State) -> None:
+    _write(path, state.to_json())
+
+
+def save_lockdown(path: Path, reason: str, since: float) -> None:
+    """The boot lockdown marker (paths.lockdown): `start --boot` failed, the ruleset holds."""
+    _write(path, json.dumps({"reason": reason, "since": since}) + "\n")
+
+
+def load_lockdown(path: Path) -> dict[str, Any] | None:
+    """The marker's content, None if there is none; StateError if it is unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StateError(f"{path}: unreadable lockdown marker ({exc})",
+                         "run `netspectre stop` (it removes the marker)") from None
+    if not isinstance(data, dict):
+        raise StateError(f"{path}: lockdown marker is not a JSON object",
+                         "run `netspectre stop` (it removes the marker)")
+    return data
+
+
+def _write(path: Path, text: str) -> None:
     """Write atomically: temp file in the same dir, fsync, rename, fsync the dir."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, state.to_json().encode())
+        os.write(fd, text.encode())
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -3,7 +3,6 @@ the state file, nft/iptables listings) into the judges' facts. Reads only; chang
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -266,13 +265,9 @@ def state_facts(paths: Paths) -> StateFacts:
         error = f"{paths.state}: {exc.strerror}"
     marker, marker_error = None, ""
     try:
-        marker = json.loads(paths.lockdown.read_text())
-        if not isinstance(marker, dict):
-            marker, marker_error = None, "not a JSON object"
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        marker_error = str(exc)
+        marker = state.load_lockdown(paths.lockdown)
+    except StateError as exc:
+        marker_error = exc.message
     return StateFacts(root=True, state=recorded, error=error, boot_id=state.boot_id(),
                       rules=_rules_in_force(), lockdown=marker, lockdown_error=marker_error,
                       ipv6=values, now=time.time())
