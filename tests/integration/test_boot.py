@@ -15,6 +15,7 @@ from topology import (
     WEB6,
     Topology,
     assert_no_leak,
+    outgoing,
 )
 
 pytestmark = pytest.mark.root
@@ -86,3 +87,26 @@ def test_stop_lifts_a_lockdown(clean: Topology) -> None:
     t.stop(None)
     assert t.ours_present() == []
     assert not (t.state_dir / "lockdown.json").exists()
+
+
+def test_lockdown_exempts_nobody_when_tor_user_is_unknown(clean: Topology) -> None:
+    """The config names a tor account that does not exist: start fails, and the lockdown
+    ruleset exempts no user at all. Tor's real account gets no pass either (with a normal
+    policy its UDP would leave: the positive control)."""
+    t = clean
+    good = t.config("nft")
+    broken = t.workdir / "no-user.toml"
+    broken.write_text(good.read_text().replace('user = "debian-tor"', 'user = "nsx-no-such"'))
+    assert 'user = "nsx-no-such"' in broken.read_text()
+    run = t.netspectre(broken, "start", "--boot")
+    assert run.rc != 0 and t.ours_present(), run
+    cap = t.capture()
+    t.probe({"tor-udp": (t.tor, "udp", {"dst": WEB, "port": 443})})
+    assert_no_leak(t.finish(cap))
+    t.stop(None)
+    t.start(good)
+    cap = t.capture()
+    t.probe({"tor-udp": (t.tor, "udp", {"dst": WEB, "port": 443})})
+    packets = t.finish(cap)
+    assert any(p.dst == WEB and p.dport == 443 for p in outgoing(packets)), \
+        "positive control: Tor's account is exempt under the normal policy"
