@@ -71,7 +71,15 @@ class Paths:
 
 
 def detect() -> Paths:
-    suffix = netns_suffix()
+    return for_suffix(netns_suffix())
+
+
+def for_namespace(name: str) -> Paths:
+    """netspectre's directories as `detect()` sees them inside the `ip netns` namespace name."""
+    return for_suffix(f"netns-{name}")
+
+
+def for_suffix(suffix: str) -> Paths:
     run = Path(os.environ.get("NETSPECTRE_RUN_DIR", RUN_ROOT / suffix if suffix else RUN_ROOT))
     lib = Path(os.environ.get("NETSPECTRE_LIB_DIR", LIB_ROOT / suffix if suffix else LIB_ROOT))
     daemon = Path(os.environ.get(

@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -107,3 +108,19 @@ def spawn(
         )
     except FileNotFoundError as exc:
         raise _missing(argv) from exc
+
+
+def self_argv(*args: str, module: str = "netspectre", env: Mapping[str, str] | None = None,
+              ) -> tuple[list[str], dict[str, str]]:
+    """`python -P -m MODULE ARGS` with this very netspectre importable: (argv, env).
+
+    The package's parent goes first on PYTHONPATH, so a checkout runs its own code in a child
+    (the supervisor, a lab daemon) exactly as an installed copy does. -P: the child's working
+    directory is not put on sys.path.
+    """
+    import netspectre
+
+    base = dict(os.environ if env is None else env)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(netspectre.__file__)))
+    base["PYTHONPATH"] = os.pathsep.join(p for p in (root, base.get("PYTHONPATH", "")) if p)
+    return [sys.executable, "-P", "-m", module, *args], base
