@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from netspectre.errors import CommandFailed, MissingTool
 
@@ -108,6 +108,34 @@ def spawn(
         )
     except FileNotFoundError as exc:
         raise _missing(argv) from exc
+
+
+class Runner(Protocol):
+    """What the shell needs of the system: the seam where tests put a stateful fake."""
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0, env: dict[str, str] | None = None) -> Result: ...
+
+    def which(self, name: str) -> str | None: ...
+
+    def require(self, name: str) -> str: ...
+
+
+class HostRunner:
+    """The real one: subprocesses on this machine, through run()."""
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0, env: dict[str, str] | None = None) -> Result:
+        return run(argv, input=input, check=check, timeout=timeout, env=env)
+
+    def which(self, name: str) -> str | None:
+        return which(name)
+
+    def require(self, name: str) -> str:
+        return require(name)
+
+
+HOST = HostRunner()
 
 
 def self_argv(*args: str, module: str = "netspectre", env: Mapping[str, str] | None = None,
