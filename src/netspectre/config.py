@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
 
+from netspectre import backends
+from netspectre.backends import Backend
 from netspectre.errors import ConfigError
 
 DEFAULT_PATH = "/etc/netspectre/netspectre.toml"
@@ -21,11 +23,14 @@ class TorMode(StrEnum):
 
 
 class BackendName(StrEnum):
-    AUTO = "auto"
-    NFT = "nft"
-    IPTABLES = "iptables"  # the system's iptables (whatever `iptables` points to)
-    IPTABLES_NFT = "iptables-nft"
-    IPTABLES_LEGACY = "iptables-legacy"
+    """`[firewall] backend`: a `backends.Backend`, or one chosen at run time (backends.CHOICES,
+    in the same order; tests/unit/test_backends.py holds the two together)."""
+
+    AUTO = backends.AUTO
+    NFT = Backend.NFT.value
+    IPTABLES = backends.SYSTEM_IPTABLES  # the system's iptables (whatever `iptables` points to)
+    IPTABLES_NFT = Backend.IPTABLES_NFT.value
+    IPTABLES_LEGACY = Backend.IPTABLES_LEGACY.value
 
 
 class Ipv6Mode(StrEnum):

@@ -5,20 +5,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from netspectre.backends import names, nft
 from netspectre.config import Config, Incoming, Ipv6Mode
 
-# Tables and chains we own are recognised by these names/markers, never by a list in state.
-TABLE = "netspectre"
-MARKER = "netspectre"
-
-# Our NAT runs at -190: after conntrack (-200), before mangle (-150) and before every
-# iptables/docker NAT (-100). The first NAT chain that binds a connection wins, so nobody
-# else's DNAT can claim a new connection before we redirect it.
-NAT_PRIORITY = -190
 SUMMARY_LAN = 16
-# Filter at 0 like everyone else: a drop anywhere is final, an accept elsewhere cannot
-# override ours, so the order against other filter tables does not matter.
-FILTER_PRIORITY = 0
+
+# Transitional re-exports for tests/unit/test_policy_state.py; they live in backends now.
+NAT_PRIORITY = names.NAT_PRIORITY
+by_prefix = nft.by_prefix
 
 
 @dataclass(frozen=True)
@@ -56,19 +50,6 @@ class Policy:
             "incoming": "block" if self.block_incoming else "allow",
             "ipv6": "disable" if self.disable_ipv6 else "block",
         }
-
-
-def by_prefix(cidrs: tuple[str, ...]) -> dict[int, list[str]]:
-    """Group networks by prefix length: each group is an exact-match set behind one mask.
-
-    Hash sets load ~3x faster than one interval set in nft 1.0.6 and need no merging of
-    overlapping ranges; there are at most 33 (IPv4) or 129 (IPv6) groups.
-    """
-    groups: dict[int, list[str]] = {}
-    for cidr in cidrs:
-        addr, _, length = cidr.partition("/")
-        groups.setdefault(int(length), []).append(addr)
-    return dict(sorted(groups.items()))
 
 
 def build(config: Config, facts: HostFacts) -> Policy:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from netspectre import config, policy
-from netspectre.backends import COUNTERS, Backend, Script, iptables, nft
+from netspectre.backends import COUNTERS, Backend, Script, iptables, names, nft
 
 SAVED = Path(__file__).resolve().parent / "data" / "saved"
 LEGACY = Backend.IPTABLES_LEGACY
@@ -71,7 +71,7 @@ def test_counter_classes_match_nft() -> None:
 def test_bad_tcp_flags_translated_in_canonical_order() -> None:
     out = iptables.chains(P, 4)[1]
     flags = [r.split(" -m comment")[0] for r in out.rules if "--tcp-flags" in r]
-    assert len(flags) == len(nft.BAD_TCP_FLAGS)
+    assert len(flags) == len(names.BAD_TCP_FLAGS)
     assert "-p tcp -m tcp --tcp-flags ACK,URG URG" in flags
     assert flags[-1] == "-p tcp -m tcp --tcp-flags FIN,SYN,RST,PSH,ACK,URG NONE"
 

@@ -9,26 +9,34 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from netspectre.backends import COUNTERS, Backend, Script
-from netspectre.backends.nft import BAD_TCP_FLAGS
-from netspectre.policy import MARKER, Policy
+from netspectre.backends.names import (
+    BAD_TCP_FLAGS,
+    COUNTERS,
+    IPT_CHAINS,
+    IPT_FORWARD,
+    IPT_INPUT,
+    IPT_NAT,
+    IPT_OUTPUT,
+    MARKER,
+    ND_TYPES,
+    TCP_FLAGS,
+    Backend,
+)
+from netspectre.backends.script import Script
 
-NAT = "NETSPECTRE-NAT"
-OUT = "NETSPECTRE-OUT"
-FWD = "NETSPECTRE-FWD"
-IN = "NETSPECTRE-IN"
-CHAINS = (NAT, OUT, FWD, IN)
+if TYPE_CHECKING:
+    from netspectre.policy import Policy
+
+NAT, OUT, FWD, IN = IPT_NAT, IPT_OUTPUT, IPT_FORWARD, IPT_INPUT
+CHAINS = IPT_CHAINS
 
 _VARIANTS = {Backend.IPTABLES_NFT: "nft", Backend.IPTABLES_LEGACY: "legacy"}
 # Characters iptables-save prints without quotes (xtables_save_string); we quote the same way
 # so rendered rules read exactly like the saved ones.
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
 _COUNTS = re.compile(r"\[(\d+):(\d+)\]\s+")
-_NFT_FLAGS = re.compile(r"tcp flags & \(([a-z|]+)\) == ([a-z|]+|0x0)")
-_FLAG_ORDER = ("FIN", "SYN", "RST", "PSH", "ACK", "URG")
-# nft.ND_TYPES as ip6tables-save prints them (router/neighbour solicitation/advertisement).
-_ND6 = ("133", "134", "135", "136")
 
 
 def _tool(variant: Backend, family: int, verb: str) -> str:
@@ -49,7 +57,8 @@ def restore_argv(variant: Backend, family: int) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------
-# What we want: chains and their rules, in the order of nft.table().
+# What we want: chains and their rules. Each chain follows the nft step of the same role
+# (nft._nat, _output, _forward, _input); the rule data both need comes from names.
 
 
 @dataclass(frozen=True)
@@ -78,20 +87,13 @@ def _jump(chain: Chain) -> str:
     return _rule(f"-m comment --comment {_quote(MARKER)}", chain.name)
 
 
-def _tcp_flags(expr: str) -> str:
-    """One of nft.BAD_TCP_FLAGS as `--tcp-flags MASK COMP` (kept in one place: nft.py)."""
-    m = _NFT_FLAGS.fullmatch(expr)
-    if m is None:
-        raise ValueError(f"cannot translate TCP flag test {expr!r}")
+def tcp_flags(mask: tuple[str, ...], comp: tuple[str, ...]) -> str:
+    """One of names.BAD_TCP_FLAGS as `--tcp-flags MASK COMP`, flags in iptables-save's order."""
 
-    def names(flags: str) -> str:
-        wanted = {f.upper() for f in flags.split("|")}
-        if not wanted <= set(_FLAG_ORDER):
-            raise ValueError(f"unknown TCP flag in {expr!r}")
-        return ",".join(f for f in _FLAG_ORDER if f in wanted)
+    def names(flags: tuple[str, ...]) -> str:
+        return ",".join(f.upper() for f in TCP_FLAGS if f in flags) or "NONE"
 
-    comp = "NONE" if m[2] == "0x0" else names(m[2])
-    return f"-p tcp -m tcp --tcp-flags {names(m[1])} {comp}"
+    return f"-p tcp -m tcp --tcp-flags {names(mask)} {names(comp)}"
 
 
 def _sanity(p: Policy, family: int) -> list[str]:
@@ -99,7 +101,7 @@ def _sanity(p: Policy, family: int) -> list[str]:
     short = 20 + 8 + 12 - 1 if family == 4 else 40 + 8 + 12 - 1
     return [
         _rule("-m conntrack --ctstate INVALID", "DROP", "blocked_invalid"),
-        *(_rule(_tcp_flags(f), "DROP", "blocked_invalid") for f in BAD_TCP_FLAGS),
+        *(_rule(tcp_flags(*f), "DROP", "blocked_invalid") for f in BAD_TCP_FLAGS),
         _rule(f"-p udp -m udp --dport {p.dns_port} -m length --length 0:{short}", "DROP",
               "blocked_invalid"),
     ]
@@ -176,7 +178,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
-    nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for t in _ND6]
+    nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for _, t in ND_TYPES]
     lan6 = p.allow_lan and bool(p.lan6)
     if lan6:
         # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
@@ -230,6 +232,11 @@ class Saved:
     tables: tuple[str, ...]
     chains: dict[str, tuple[str, ...]]  # table → chain names declared in it
     rules: tuple[Rule, ...]
+
+
+def ours_line(line: str) -> bool:
+    """An iptables-save line of ours: in one of our chains, or carrying the marker."""
+    return "NETSPECTRE" in line or f'"{MARKER}' in line or f" {MARKER}:" in line
 
 
 def _split(text: str) -> list[str]:

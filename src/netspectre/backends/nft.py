@@ -1,29 +1,56 @@
-"""Policy → one nftables script for `table inet netspectre`, replaced atomically. Pure."""
+"""Policy → one nftables script for `table inet netspectre`, replaced atomically. Pure.
+
+The table is built in named steps, one per chain (Mullvad's `finalize`): `_nat`, `_output`,
+`_forward`, `_input`, from the rule data in `names`.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
+from typing import TYPE_CHECKING
 
-from netspectre.backends import COUNTERS, Script
-from netspectre.policy import FILTER_PRIORITY, NAT_PRIORITY, TABLE, Policy, by_prefix
+from netspectre.backends.names import (
+    BAD_TCP_FLAGS,
+    COUNTERS,
+    FILTER_PRIORITY,
+    NAT_PRIORITY,
+    ND_TYPES,
+    NFT_FORWARD,
+    NFT_INPUT,
+    NFT_NAT,
+    NFT_OUTPUT,
+    TABLE,
+)
+from netspectre.backends.script import Script
+
+if TYPE_CHECKING:
+    from netspectre.policy import Policy
 
 ARGV = ("nft", "-f", "-")
 CHECK_ARGV = ("nft", "-c", "-f", "-")
-# Neighbour discovery, needed only to reach IPv6 LAN ranges (ipv6 = "block", allow_lan).
-ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 
-# TCP flag combinations no real stack sends; the transproxy FIN/RST leak is caught by
-# `ct state invalid`, these catch crafted packets that conntrack would still track.
-BAD_TCP_FLAGS = (
-    "tcp flags & (fin|syn) == fin|syn",
-    "tcp flags & (syn|rst) == syn|rst",
-    "tcp flags & (fin|rst) == fin|rst",
-    "tcp flags & (fin|ack) == fin",
-    "tcp flags & (psh|ack) == psh",
-    "tcp flags & (urg|ack) == urg",
-    "tcp flags & (fin|syn|rst|psh|ack|urg) == 0x0",
-)
+
+def by_prefix(cidrs: tuple[str, ...]) -> dict[int, list[str]]:
+    """Group networks by prefix length: each group is an exact-match set behind one mask.
+
+    Hash sets load ~3x faster than one interval set in nft 1.0.6 and need no merging of
+    overlapping ranges; there are at most 33 (IPv4) or 129 (IPv6) groups.
+    """
+    groups: dict[int, list[str]] = {}
+    for cidr in cidrs:
+        addr, _, length = cidr.partition("/")
+        groups.setdefault(int(length), []).append(addr)
+    return dict(sorted(groups.items()))
+
+
+def tcp_flags(mask: tuple[str, ...], comp: tuple[str, ...]) -> str:
+    """One of names.BAD_TCP_FLAGS as an nft match."""
+    return f"tcp flags & ({'|'.join(mask)}) == {'|'.join(comp) or '0x0'}"
+
+
+def _nd() -> str:
+    return f"icmpv6 type {{ {', '.join(name for name, _ in ND_TYPES)} }} accept"
 
 
 def _mask(family: int, prefix: int) -> str:
@@ -52,24 +79,35 @@ def _chain(name: str, header: str, rules: list[str]) -> list[str]:
     return [f"\tchain {name} {{", f"\t\t{header}", *(f"\t\t{r}" for r in rules), "\t}"]
 
 
-def table(p: Policy) -> str:
-    """The full definition of our table (without the replace preamble)."""
-    uid = p.tor_uid
-    vnet = p.virtual_network
-    sets, lan = _lan_sets(p)
-    lan4 = [m for m in lan if m.startswith("ip ")]
-    nat = [
-        f"meta skuid {uid} return",
+def _filter(name: str, hook: str, rules: list[str]) -> list[str]:
+    return _chain(
+        name, f"type filter hook {hook} priority {FILTER_PRIORITY}; policy drop;", rules
+    )
+
+
+def _nat(p: Policy, lan: list[str]) -> list[str]:
+    """Redirect TCP and DNS into Tor; Tor itself, local and LAN destinations pass untouched."""
+    rules = [
+        f"meta skuid {p.tor_uid} return",
         "meta nfproto != ipv4 return",
         f"udp dport 53 counter name dns_redirected redirect to :{p.dns_port}",
-        f"ip daddr {vnet} meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
+        f"ip daddr {p.virtual_network} meta l4proto tcp counter name tcp_torified "
+        f"redirect to :{p.trans_port}",
         "fib daddr type local return",
-        *(f"{m} return" for m in lan4),
+        *(f"{m} return" for m in lan if m.startswith("ip ")),
         f"meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
     ]
-    out = [
+    return _chain(
+        NFT_NAT, f"type nat hook output priority {NAT_PRIORITY}; policy accept;", rules
+    )
+
+
+def _output(p: Policy, lan: list[str]) -> list[str]:
+    """Only Tor's own traffic, loopback and (allow_lan) the LAN leave; the rest is refused."""
+    admin = "reject with icmpx type admin-prohibited"
+    rules = [
         "ct state invalid counter name blocked_invalid drop",
-        *(f"{flags} counter name blocked_invalid drop" for flags in BAD_TCP_FLAGS),
+        *(f"{tcp_flags(*f)} counter name blocked_invalid drop" for f in BAD_TCP_FLAGS),
         # A datagram shorter than a DNS header crashes tor 0.4.9 (libevent #1231): any local
         # user could keep Tor down. Matched after the redirect, so it covers all of UDP 53.
         f"udp dport {p.dns_port} udp length < 20 counter name blocked_invalid drop",
@@ -79,54 +117,59 @@ def table(p: Policy) -> str:
         # Only packets with Tor's socket owner: its TIME_WAIT ACKs carry none and are refused.
         # Marking Tor's flows in conntrack would let them out, but trusts a mark bit that any
         # other software's --save-mark may set too.
-        f"meta skuid {uid} meta nfproto ipv4 accept",
+        f"meta skuid {p.tor_uid} meta nfproto ipv4 accept",
         *(() if p.block_incoming else ("ct direction reply accept",)),
-        f"ip daddr {vnet} counter name blocked_other reject with icmpx type admin-prohibited",
-        "th dport 53 counter name blocked_dns reject with icmpx type admin-prohibited",
+        f"ip daddr {p.virtual_network} counter name blocked_other {admin}",
+        f"th dport 53 counter name blocked_dns {admin}",
     ]
     if p.allow_lan:
-        out += [*(f"{m} accept" for m in lan),
-                "ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept"]
+        rules += [*(f"{m} accept" for m in lan),
+                  "ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept"]
         if p.lan6:
-            out.append(f"icmpv6 type {{ {', '.join(ND_TYPES)} }} accept")
-    out += [
+            rules.append(_nd())
+    rules += [
         # TCP gets a reset, IPv6 included: an ICMP error makes connect() wait ~1 s for a retry.
         "meta nfproto ipv6 meta l4proto tcp counter name blocked_ipv6 reject with tcp reset",
-        "meta nfproto ipv6 counter name blocked_ipv6 reject with icmpx type admin-prohibited",
+        f"meta nfproto ipv6 counter name blocked_ipv6 {admin}",
         "meta l4proto tcp counter name blocked_tcp reject with tcp reset",
-        "meta l4proto udp counter name blocked_udp reject with icmpx type admin-prohibited",
-        "meta l4proto icmp counter name blocked_icmp reject with icmpx type admin-prohibited",
-        "counter name blocked_other reject with icmpx type admin-prohibited",
+        f"meta l4proto udp counter name blocked_udp {admin}",
+        f"meta l4proto icmp counter name blocked_icmp {admin}",
+        f"counter name blocked_other {admin}",
     ]
-    forward = ["counter name blocked_forward reject with icmpx type admin-prohibited"]
+    return _filter(NFT_OUTPUT, "output", rules)
+
+
+def _forward() -> list[str]:
+    rules = ["counter name blocked_forward reject with icmpx type admin-prohibited"]
+    return _filter(NFT_FORWARD, "forward", rules)
+
+
+def _input(p: Policy) -> list[str]:
+    """incoming = "block": only replies (and DHCP/ND for the LAN) come in."""
+    if not p.block_incoming:
+        return []
+    rules = [
+        "iifname \"lo\" accept",
+        "ct state invalid drop",
+        "ct state established,related accept",
+    ]
+    if p.allow_lan:
+        rules.append("meta nfproto ipv4 udp sport 67 udp dport 68 accept")
+        if p.lan6:
+            rules.append(_nd())
+    rules.append("counter name blocked_incoming drop")
+    return _filter(NFT_INPUT, "input", rules)
+
+
+def table(p: Policy) -> str:
+    """The full definition of our table (without the replace preamble)."""
+    sets, lan = _lan_sets(p)
     lines = [f"table inet {TABLE} {{"]
     lines += [f"\tcounter {name} {{\n\t}}" for name in COUNTERS]
     # LAN sets are rendered even when allow_lan is false: nat must still not torify LAN TCP
     # (the filter then refuses it), so a LAN host never sees it arrive from a Tor exit.
     lines += sets
-    lines += _chain(
-        "nat_output", f"type nat hook output priority {NAT_PRIORITY}; policy accept;", nat
-    )
-    lines += _chain(
-        "output", f"type filter hook output priority {FILTER_PRIORITY}; policy drop;", out
-    )
-    lines += _chain(
-        "forward", f"type filter hook forward priority {FILTER_PRIORITY}; policy drop;", forward
-    )
-    if p.block_incoming:
-        incoming = [
-            "iifname \"lo\" accept",
-            "ct state invalid drop",
-            "ct state established,related accept",
-        ]
-        if p.allow_lan:
-            incoming.append("meta nfproto ipv4 udp sport 67 udp dport 68 accept")
-            if p.lan6:
-                incoming.append(f"icmpv6 type {{ {', '.join(ND_TYPES)} }} accept")
-        incoming.append("counter name blocked_incoming drop")
-        lines += _chain(
-            "input", f"type filter hook input priority {FILTER_PRIORITY}; policy drop;", incoming
-        )
+    lines += _nat(p, lan) + _output(p, lan) + _forward() + _input(p)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netspectre.backends import iptables
 from netspectre.config import DEFAULT_PATH, BackendName, Config, TorMode
 from netspectre.doctor.findings import Finding, install, needs_root
-from netspectre.policy import MARKER
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def count_rules(save_output: str) -> int:
     """Rules (and non-ACCEPT chain policies) in iptables-save text that are not netspectre's."""
     count = 0
     for line in save_output.splitlines():
-        if "NETSPECTRE" in line or f'"{MARKER}' in line or f" {MARKER}:" in line:
+        if iptables.ours_line(line):
             continue
         if line.startswith("-A "):
             count += 1
