@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from throwaway import REPO, ThrowawayRoot, copy_checkout
+
+from tests.install.throwaway import REPO, ThrowawayRoot, copy_checkout
 
 # Paths install.sh writes to; none may appear (or vanish) on the host because of a test.
 HOST_PATHS = ("/opt/netspectre", "/usr/local/bin/netspectre", "/etc/netspectre",

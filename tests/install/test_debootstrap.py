@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from throwaway import copy_checkout
+
+from tests.install.throwaway import copy_checkout
 
 pytestmark = pytest.mark.root
 

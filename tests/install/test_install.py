@@ -9,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from throwaway import SRC_IN_ROOT, ThrowawayRoot, changes
+
+from tests.install.throwaway import SRC_IN_ROOT, ThrowawayRoot, changes
 
 pytestmark = pytest.mark.root
 

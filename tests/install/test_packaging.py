@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from throwaway import REPO
+from tests.install.throwaway import REPO
 
 
 def test_wheel_holds_the_package_and_the_entry_point(wheel: Path) -> None:

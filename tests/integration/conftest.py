@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from topology import Topology, build_topology, skip_reason
+
+from tests.support.topology import Topology, build_topology, skip_reason
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import json
 import time
 
 import pytest
-from topology import (
+
+from tests.support.topology import (
     BACKENDS,
     DNS_OUT,
     LAN_DNS,

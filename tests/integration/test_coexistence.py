@@ -9,8 +9,17 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from netns import missing_tools
-from topology import BACKENDS, DNAT_TARGET, WEB, WEB6, Topology, assert_no_leak, host_firewall
+
+from tests.support.netns import missing_tools
+from tests.support.topology import (
+    BACKENDS,
+    DNAT_TARGET,
+    WEB,
+    WEB6,
+    Topology,
+    assert_no_leak,
+    host_firewall,
+)
 
 pytestmark = pytest.mark.root
 

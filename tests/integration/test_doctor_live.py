@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import netns
 import pytest
-from netns import Netns
 
 from netspectre import state
 from netspectre.paths import Paths
 from netspectre.tor import users
+from tests.support import netns
+from tests.support.netns import Netns
 
 pytestmark = pytest.mark.root
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from topology import BACKENDS, Topology
+
+from tests.support.topology import BACKENDS, Topology
 
 
 def _v6(t: Topology) -> tuple[set[str], set[str]]:

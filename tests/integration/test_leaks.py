@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from netns import ICMP, ICMPV6, TCP, UDP, Packet
-from topology import (
+
+from tests.support.netns import ICMP, ICMPV6, TCP, UDP, Packet
+from tests.support.topology import (
     BACKENDS,
     CLIENT4,
     DNS_OUT,

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import wait_for
-from topology import (
+
+from tests.support.netns import wait_for
+from tests.support.topology import (
     BACKENDS,
     DNS_OUT,
     HERE,

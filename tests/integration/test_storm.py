@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from topology import BACKENDS, DNS_OUT, WEB, Topology, outgoing, show
+
+from tests.support.topology import BACKENDS, DNS_OUT, WEB, Topology, outgoing, show
 
 pytestmark = pytest.mark.root
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from topology import (
+
+from tests.support.topology import (
     BACKENDS,
     LAN_DNS,
     TAMPER_DNS,

@@ -21,9 +21,18 @@ from typing import Any
 
 import pytest
 
-# harness first: it puts tests/integration (netns, agent, topology) on sys.path
-from harness import DOWN, FAST, Bench, Poller, assert_lab_only, poll, refused_fast, show
-from netns import (
+from netspectre.lab import LabInfo
+from tests.support.harness import (
+    DOWN,
+    FAST,
+    Bench,
+    Poller,
+    assert_lab_only,
+    poll,
+    refused_fast,
+    show,
+)
+from tests.support.netns import (
     ACK,
     FIN,
     ICMP,
@@ -38,8 +47,6 @@ from netns import (
     Packet,
     missing_tools,
 )
-
-from netspectre.lab import LabInfo
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -423,7 +430,7 @@ class TestActive:
     def test_verify_passes_then_names_a_dns_leak(self, bench: Bench, active: Active) -> None:
         """Issue 5: `verify` in the lab (probes + exit check) passes; with the DNS redirect and
         refusal cut out it fails on exactly the LAN-resolver probe, and the capture agrees."""
-        from topology import TAMPER_DNS
+        from tests.support.topology import TAMPER_DNS
 
         b, lay = bench, bench.info.layout
         run = b.netspectre(active.config, "verify")

@@ -18,7 +18,8 @@ import pytest
 import netspectre.lab as netlab
 from netspectre import config, system
 from netspectre.errors import StateError
-from netspectre.lab import LabInfo, LabSpec, client, consensus, network, processes
+from netspectre.lab import LabInfo, LabSpec, consensus, network, processes
+from tests.support import client
 
 pytestmark = pytest.mark.lab
 

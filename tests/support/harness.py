@@ -2,7 +2,7 @@
 the client namespace with the lab's own client config (the backend and IPv6 mode rewritten when
 asked), a capture on the client's uplink, and the judge of what may cross that uplink.
 
-Reuses the integration suite's namespaces, agent, capture and pcap reader (tests/integration).
+Reuses the integration suite's namespaces, agent, capture and pcap reader (tests.support).
 """
 
 from __future__ import annotations
@@ -22,16 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from netspectre.lab import LabInfo, client_config
+from netspectre.lab.network import GUEST_LINK, UPLINK
+from tests.support.netns import ICMP, ICMPV6, SYN, TCP, Agent, Capture, Netns, Packet
+from tests.support.topology import Run, netspectre_argv, netspectre_env, run_netspectre, show
 
-from netns import ICMP, ICMPV6, SYN, TCP, Agent, Capture, Netns, Packet  # noqa: E402
-from topology import Run, netspectre_argv, netspectre_env, run_netspectre, show  # noqa: E402
-
-from netspectre.lab import LabInfo, client_config  # noqa: E402
-from netspectre.lab.network import GUEST_LINK, UPLINK  # noqa: E402
-
-LAB_AGENT = Path(__file__).resolve().parent / "lab_agent.py"
-SRC = Path(__file__).resolve().parents[2] / "src"
+# Run with -m from the checkout (it imports tests.support.agent), not by path.
+LAB_AGENT = "tests.support.lab_agent"
+REPO = Path(__file__).resolve().parents[2]
+SRC = REPO / "src"
 
 LAN_TCP_PORT = 80  # the gateway listens on nothing: a SYN there is answered with a RST
 SYNC_PORT = 9  # markers from the internet side to the client (a discarding UDP listener)
@@ -45,13 +44,13 @@ FORBIDDEN = tuple(ipaddress.ip_network(n) for n in (
 
 
 class LabAgent(Agent):
-    """agent.py with the lab's extra operations (lab_agent.py)."""
+    """agent.py with the lab's extra operations (tests/support/lab_agent.py)."""
 
     def __init__(self, ns: Netns, user: str | None = None) -> None:
-        argv = [sys.executable, str(LAB_AGENT)] + (["--user", user] if user else [])
+        argv = [sys.executable, "-m", LAB_AGENT] + (["--user", user] if user else [])
         self.ns, self.user = ns, user
         self.proc = ns.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+                             stderr=subprocess.PIPE, cwd=REPO)
         self.buf = b""
         self.call("ping")
 

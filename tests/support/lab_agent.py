@@ -1,24 +1,21 @@
-"""The integration suite's agent (tests/integration/agent.py) with what the lab adds: HTTP
+"""The integration suite's agent (tests/support/agent.py) with what the lab adds: HTTP
 against the lab's web server (one-shot, and kept-alive across `netspectre start`), DNS on a
 connected UDP socket kept across `start`, and a loop of HTTP probes (the kill-switch watch).
 
-Run as `ip netns exec NS python lab_agent.py [--user NAME]`, like agent.py.
+Run as `ip netns exec NS python -m tests.support.lab_agent [--user NAME]` from the checkout's
+root (it imports tests.support.agent); agent.py itself is run by path.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-
-import agent  # noqa: E402
-from agent import SOCKETS, _timed, dns_parse, dns_query  # noqa: E402
+from tests.support import agent
+from tests.support.agent import SOCKETS, _timed, dns_parse, dns_query
 
 
 def _request(sock: socket.socket, host: str, path: str, *, keep_alive: bool) -> None:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import netns
 import pytest
-from netns import Agent, Capture, Netns, Packet, call_all
+
+from tests.support import netns
+from tests.support.netns import Agent, Capture, Netns, Packet, call_all
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
