@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from netspectre import firewall, state, system
-from netspectre.backends import Backend
+from netspectre import backends, state, system
+from netspectre.backends import Backend, IptablesFirewall, iptables
 from netspectre.config import Config, TorMode
 from netspectre.doctor.dns import ResolvConf, Resolved
 from netspectre.doctor.findings import PACKAGE_MANAGERS
@@ -130,23 +130,13 @@ def _save(tools: tuple[str, ...]) -> int | None:
     return total
 
 
-def _legacy_loaded() -> bool:
-    """Legacy tables exist in this namespace (iptables-legacy-save would otherwise load the
-    kernel modules just to print nothing)."""
-    for name in ("ip_tables_names", "ip6_tables_names"):
-        try:
-            if (Path("/proc/net") / name).read_text().strip():
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _iptables_nft_tables() -> bool:
-    if system.which("nft") is None:
-        return False
-    out = system.run(["nft", "list", "tables"], check=False, timeout=10).stdout
-    return any(f"table {fam} " in out for fam in ("ip", "ip6"))
+def _foreign(variant: Backend) -> int | None:
+    """Foreign rules in one iptables flavour: 0 without any table (saving would only load the
+    kernel's modules to print nothing), None when its tools are missing."""
+    tools = tuple(iptables.save_argv(variant, family)[0] for family in (4, 6))
+    if not IptablesFirewall(variant).tables_exist():
+        return 0 if system.which(tools[0]) else None
+    return _save(tools)
 
 
 def firewall_facts(config: Config) -> FirewallFacts:
@@ -154,8 +144,8 @@ def firewall_facts(config: Config) -> FirewallFacts:
     backend: str | None = None
     missing = ""
     try:
-        chosen, evidence = firewall.detect(config.firewall.backend)
-        backend = chosen.value
+        chosen, evidence = backends.detect(config.firewall.backend)
+        backend = chosen.backend.value
     except MissingTool as exc:
         evidence = exc.message
         missing = exc.message.split("`")[1] if "`" in exc.message else ""
@@ -164,19 +154,14 @@ def firewall_facts(config: Config) -> FirewallFacts:
     flavour: str | None = None
     if system.which("iptables"):
         try:
-            version = system.run(["iptables", "--version"], check=False, timeout=10).stdout
-            flavour = "nf_tables" if "nf_tables" in version else "legacy"
+            flavour = ("nf_tables" if backends.variant() is Backend.IPTABLES_NFT
+                       else "legacy")
         except TROUBLE:
             pass
     legacy = nft = None
     if root:
-        if _legacy_loaded():
-            legacy = _save(("iptables-legacy-save", "ip6tables-legacy-save"))
-        elif system.which("iptables-legacy-save"):
-            legacy = 0
-        if system.which("iptables-nft-save"):
-            nft = (_save(("iptables-nft-save", "ip6tables-nft-save"))
-                   if _iptables_nft_tables() else 0)
+        legacy = _foreign(Backend.IPTABLES_LEGACY)
+        nft = _foreign(Backend.IPTABLES_NFT)
     return FirewallFacts(backend=backend, evidence=evidence, missing=missing,
                          managers=managers(), system_iptables=flavour,
                          legacy_rules=legacy, nft_rules=nft)
@@ -235,12 +220,10 @@ def resolved(proc: Path = Path("/proc"), conf: tuple[Path, ...] = RESOLVED_CONF)
 
 def _rules_in_force() -> tuple[str, ...]:
     found = []
-    for backend in Backend:
+    for firewall in backends.everywhere():
         try:
-            if backend is Backend.IPTABLES_LEGACY and not _legacy_loaded():
-                continue
-            if firewall.active(backend):
-                found.append(backend.value)
+            if firewall.may_hold_ours() and firewall.present():
+                found.append(firewall.backend.value)
         except TROUBLE:
             continue
     return tuple(found)
