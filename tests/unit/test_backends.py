@@ -1,0 +1,251 @@
+"""The firewall objects' shell, against a stateful fake Runner: which commands, in which order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from netspectre import backends, config, policy, system
+from netspectre.backends import Backend, IptablesFirewall, NftFirewall, iptables, names, nft
+from netspectre.errors import CommandFailed, ConfigError, MissingTool
+
+FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor")
+DISABLE = policy.build(config.parse(""), FACTS)  # ipv6 = "disable", the default
+BLOCK = policy.build(config.parse('[firewall]\nipv6 = "block"\n'), FACTS)
+
+Handler = Callable[[tuple[str, ...], str | None], tuple[int, str]]
+
+
+class FakeHost:
+    """A host with some tools on PATH and a kernel that holds, per family, the last iptables
+    script committed (what the family's save tool prints). Records every command."""
+
+    def __init__(self, *tools: str, iptables_version: str = "iptables v1.8.9 (nf_tables)",
+                 handlers: dict[str, Handler] | None = None) -> None:
+        self.tools = set(tools)
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+        self.kernel: dict[str, str] = {}  # save tool → its output
+        self.version = iptables_version
+        self.handlers = handlers or {}
+
+    def which(self, name: str) -> str | None:
+        return f"/usr/sbin/{name}" if name in self.tools else None
+
+    def require(self, name: str) -> str:
+        path = self.which(name)
+        if path is None:
+            raise MissingTool(f"`{name}` not found")
+        return path
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+            timeout: float = 60.0, env: dict[str, str] | None = None) -> system.Result:
+        args = tuple(argv)
+        self.require(args[0])
+        self.calls.append((args, input))
+        code, out = self._answer(args, input)
+        if check and code:
+            raise CommandFailed(args, code, "fake failure")
+        return system.Result(args, code, out, "")
+
+    def _answer(self, args: tuple[str, ...], input: str | None) -> tuple[int, str]:
+        if args[0] in self.handlers:
+            return self.handlers[args[0]](args, input)
+        if args[:2] == ("iptables", "--version"):
+            return 0, self.version + "\n"
+        if args[0].endswith("-save"):
+            return 0, self.kernel.get(args[0], "")
+        if args[0].endswith("-restore") and "--test" not in args:
+            self.kernel[args[0].replace("-restore", "-save")] = input or ""
+        return 0, ""
+
+    def commands(self) -> list[str]:
+        return [" ".join(argv) for argv, _ in self.calls]
+
+
+V4 = "iptables-nft-restore -w 5 --noflush"
+V6 = "ip6tables-nft-restore -w 5 --noflush"
+IPT_NFT = ("iptables-nft-save", "ip6tables-nft-save", "iptables-nft-restore",
+           "ip6tables-nft-restore")
+
+
+def test_iptables_apply_tests_every_script_before_the_first_commit() -> None:
+    host = FakeHost(*IPT_NFT)
+    IptablesFirewall(Backend.IPTABLES_NFT, host).apply(BLOCK)
+    restores = [c for c in host.commands() if "-restore" in c]
+    assert restores == [f"{V6} --test", f"{V4} --test", V6, V4]
+    tested = [text for argv, text in host.calls if "--test" in argv]
+    committed = [text for argv, text in host.calls if "-restore" in argv[0]
+                 and "--test" not in argv]
+    assert tested == committed and all(tested)
+
+
+def test_iptables_apply_with_ipv6_disabled_commits_ipv4_first() -> None:
+    host = FakeHost(*IPT_NFT)
+    IptablesFirewall(Backend.IPTABLES_NFT, host).apply(DISABLE)
+    commits = [c for c in host.commands() if c.endswith("--noflush")]
+    assert commits == [V4, V6]
+
+
+def test_iptables_apply_commits_nothing_when_a_test_fails() -> None:
+    def refuse(args: tuple[str, ...], text: str | None) -> tuple[int, str]:
+        return (1 if "--test" in args else 0), ""
+
+    host = FakeHost(*IPT_NFT, handlers={"iptables-nft-restore": refuse})
+    with pytest.raises(CommandFailed):
+        IptablesFirewall(Backend.IPTABLES_NFT, host).apply(BLOCK)
+    assert not [c for c in host.commands() if c.endswith("--noflush")]
+
+
+def test_iptables_round_trip_present_then_removed() -> None:
+    host = FakeHost(*IPT_NFT)
+    fw = IptablesFirewall(Backend.IPTABLES_NFT, host)
+    assert fw.present() is False
+    fw.apply(BLOCK)
+    assert fw.present() is True
+    assert "ipv4 -A NETSPECTRE-OUT -o lo -j RETURN" in fw.listing().splitlines()
+    host.calls.clear()
+    fw.remove()
+    # Redirecting goes down before blocking: IPv4 (nat, then filter) first, IPv6 last.
+    assert [c for c in host.commands() if "-restore" in c] == [V4, V6]
+    assert fw.present() is False
+
+
+def test_a_fresh_render_reads_nothing_from_the_system() -> None:
+    host = FakeHost(*IPT_NFT)
+    fw = IptablesFirewall(Backend.IPTABLES_NFT, host)
+    fresh = fw.render(BLOCK, fresh=True)
+    assert host.calls == []
+    assert fresh == iptables.render(BLOCK, variant=Backend.IPTABLES_NFT, saved_v4="", saved_v6="")
+
+
+def test_nft_apply_is_one_transaction_and_present_asks_for_our_table() -> None:
+    host = FakeHost("nft")
+    fw = NftFirewall(host)
+    fw.apply(DISABLE)
+    assert host.calls == [(nft.ARGV, nft.render(DISABLE)[0].text)]
+    assert fw.present() is True
+    assert host.calls[-1][0] == ("nft", "list", "table", "inet", names.TABLE)
+
+
+@pytest.mark.parametrize("backend", list(Backend))
+def test_remove_without_the_tool_is_a_no_op(backend: Backend) -> None:
+    host = FakeHost()
+    backends.open(backend, host).remove()
+    assert host.calls == []
+    assert backends.open(backend, host).present() is False
+
+
+def test_remove_everywhere_without_any_tool_does_nothing() -> None:
+    host = FakeHost()
+    assert backends.remove_everywhere(Backend.IPTABLES_LEGACY, host) == []
+    assert host.calls == []
+
+
+def test_remove_everywhere_sweeps_on_after_a_failure() -> None:
+    def fail(args: tuple[str, ...], text: str | None) -> tuple[int, str]:
+        if args == nft.ARGV:
+            return 1, ""
+        return 0, "table ip filter\n" if args[1:] == ("list", "tables") else ""
+
+    host = FakeHost("nft", *IPT_NFT, handlers={"nft": fail})
+    host.kernel["iptables-nft-save"] = IptablesFirewall(Backend.IPTABLES_NFT).render(
+        BLOCK, fresh=True)[1].text
+    failures = backends.remove_everywhere(Backend.NFT, host)
+    assert [type(f) for f in failures] == [CommandFailed]
+    assert host.commands()[0] == "nft -f -"
+    assert V4 in host.commands()  # iptables-nft was still swept
+
+
+def test_everywhere_puts_the_pinned_backend_first() -> None:
+    order = [fw.backend for fw in backends.everywhere(Backend.IPTABLES_LEGACY, FakeHost())]
+    assert order == [Backend.IPTABLES_LEGACY, Backend.NFT, Backend.IPTABLES_NFT]
+
+
+def test_detect_prefers_nft() -> None:
+    fw, evidence = backends.detect("auto", FakeHost("nft", "iptables-restore"))
+    assert isinstance(fw, NftFirewall) and evidence.startswith("nft found")
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("iptables v1.8.9 (nf_tables)", Backend.IPTABLES_NFT),
+    ("iptables v1.8.9 (legacy)", Backend.IPTABLES_LEGACY),
+])
+def test_detect_without_nft_uses_the_system_iptables(version: str, expected: Backend) -> None:
+    host = FakeHost("iptables", "iptables-restore", iptables_version=version)
+    fw, evidence = backends.detect("auto", host)
+    assert fw.backend is expected
+    assert evidence == f"nft not found; system iptables is {expected.value}"
+    fw, evidence = backends.detect("iptables", host)
+    assert fw.backend is expected and evidence == "configured (system iptables)"
+
+
+def test_detect_a_configured_backend_needs_its_tool() -> None:
+    host = FakeHost("nft", "iptables-restore")
+    with pytest.raises(MissingTool, match="iptables-legacy-restore"):
+        backends.detect("iptables-legacy", host)
+    with pytest.raises(MissingTool, match="neither nft nor iptables-restore"):
+        backends.detect("auto", FakeHost())
+    fw, evidence = backends.detect("nft", host)
+    assert fw.backend is Backend.NFT and evidence == "configured"
+
+
+def test_offline_choice_needs_no_system() -> None:
+    assert backends.offline("auto") is None
+    assert backends.offline("iptables") is Backend.IPTABLES_NFT
+    assert backends.offline("iptables-legacy") is Backend.IPTABLES_LEGACY
+
+
+def test_config_choices_are_the_backends_plus_auto_and_iptables() -> None:
+    assert [m.value for m in config.BackendName] == list(backends.CHOICES)
+    assert set(backends.CHOICES) == {*Backend, "auto", "iptables"}
+    with pytest.raises(ConfigError) as info:
+        config.parse('[firewall]\nbackend = "pf"\n')
+    assert ("must be one of 'auto', 'nft', 'iptables', 'iptables-nft', 'iptables-legacy'"
+            in info.value.message)
+
+
+RULESET = """{"nftables": [
+ {"table": {"family": "ip", "name": "filter"}},
+ {"chain": {"family": "ip", "table": "filter", "name": "INPUT"}},
+ {"chain": {"family": "ip", "table": "filter", "name": "OUTPUT"}},
+ {"rule": {"family": "ip", "table": "filter", "chain": "INPUT"}}
+]}"""
+
+
+def test_iptables_nft_bookkeeping_of_builtins() -> None:
+    host = FakeHost("nft", *IPT_NFT, handlers={"nft": lambda a, t: (0, RULESET)})
+    absent = IptablesFirewall(Backend.IPTABLES_NFT, host).absent_builtins()
+    assert "ip filter" not in absent and "ip filter INPUT" not in absent
+    assert {"ip filter FORWARD", "ip nat", "ip nat OUTPUT", "ip6 filter"} <= set(absent)
+    assert backends.open(Backend.NFT, host).absent_builtins() == ()
+    assert IptablesFirewall(Backend.IPTABLES_LEGACY, host).absent_builtins() == ()
+    host.calls.clear()
+    # OUTPUT is empty again and was ours to create; INPUT holds someone's rule; the table stays
+    # because a chain is still in it.
+    assert backends.remove_created(["ip filter", "ip filter INPUT", "ip filter OUTPUT"],
+                                   host) == []
+    deletes = [c for c in host.commands() if " delete " in c]
+    assert deletes == ["nft delete chain ip filter OUTPUT"]
+
+
+def test_legacy_sweep_skips_a_namespace_without_legacy_tables(tmp_path: Path) -> None:
+    host = FakeHost("iptables-legacy-save")
+    fw = IptablesFirewall(Backend.IPTABLES_LEGACY, host, proc_net=tmp_path)
+    assert fw.may_hold_ours() is False and fw.tables_exist() is False
+    (tmp_path / "ip_tables_names").write_text("filter\n")
+    assert fw.may_hold_ours() is True and fw.tables_exist() is True
+    assert host.calls == []
+
+
+def test_both_renderers_format_the_shared_rule_data() -> None:
+    text = nft.table(BLOCK)
+    v4 = "".join(s.text for s in iptables.render(BLOCK, variant=Backend.IPTABLES_NFT,
+                                                 saved_v4="", saved_v6=""))
+    assert text.count("tcp flags & (") == len(names.BAD_TCP_FLAGS)
+    assert v4.count("--tcp-flags") == 2 * len(names.BAD_TCP_FLAGS)  # IPv4 and IPv6
+    assert nft.tcp_flags(("urg", "ack"), ("urg",)) == "tcp flags & (urg|ack) == urg"
+    assert iptables.tcp_flags(("urg", "ack"), ("urg",)) == "-p tcp -m tcp --tcp-flags ACK,URG URG"
+    assert iptables.tcp_flags(names.TCP_FLAGS, ()).endswith(" NONE")
+    assert f"priority {names.NAT_PRIORITY};" in text and f"table inet {names.TABLE}" in text
