@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netspectre import system
+from netspectre import paths, system
 from netspectre.lab import LabSpec, clientns, lifecycle, processes
 from netspectre.lab.info import LabInfo
 from netspectre.tor.control import Controller
@@ -64,7 +64,7 @@ class Run:
         self.m: dict[str, float] = {}
         self.info: LabInfo | None = None
         self.config = SPEC.dir / "bench.toml"
-        self.cpaths = clientns.client_paths(SPEC.client_ns)
+        self.cpaths = paths.for_namespace(SPEC.client_ns)
         self.files = Files.of(self.cpaths)
 
     def ns(self, *args: str, timeout: float = 90) -> clientns.Outcome:
@@ -204,7 +204,7 @@ def cleanup() -> None:
     if config.exists():
         clientns.run(SPEC.client_ns, config, "stop", "--force", timeout=90)
     lifecycle.down(SPEC)
-    shutil.rmtree(clientns.client_paths(SPEC.client_ns).lib, ignore_errors=True)
+    shutil.rmtree(paths.for_namespace(SPEC.client_ns).lib, ignore_errors=True)
 
 
 def main() -> int:

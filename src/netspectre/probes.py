@@ -24,13 +24,12 @@ import hashlib
 import ipaddress
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netspectre import dnswire
+from netspectre import dnswire, wire
 
 TORIFIED, REFUSED, LEAK = "torified", "refused", "leak"
 # Refusals the kernel reports for a packet refused on this machine (or never routed).
@@ -188,9 +187,7 @@ def _icmp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
     v6 = fam == socket.AF_INET6
     proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
     ident = int.from_bytes(os.urandom(2), "big")
-    body = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, 1) + b"netspectre verify"
-    if not v6:  # the kernel computes ICMPv6 checksums itself
-        body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
+    body = wire.echo_request(probe.family, ident, b"netspectre verify")
     with socket.socket(fam, socket.SOCK_RAW, proto) as s:
         try:
             s.connect((probe.target, 0))
@@ -199,10 +196,10 @@ def _icmp(fam: int, probe: Probe, timeout: float, start: float) -> Observation:
             return Observation(error=exc.errno, at_send=True, elapsed=_since(start))
 
         def reply(data: bytes) -> Observation | None:
-            icmp = data if v6 else data[(data[0] & 0x0F) * 4:]
-            if len(icmp) >= 8 and icmp[0] in (0, 129) and icmp[4:6] == body[4:6]:
+            said = wire.classify(wire.icmp_message(data, probe.family), ident)
+            if said is wire.Echo.REPLY:
                 return Observation(answer=[], elapsed=_since(start))  # an echo reply came back
-            if len(icmp) >= 8 and icmp[0] in (3, 1):  # unreachable, from wherever
+            if said is wire.Echo.UNREACHABLE:  # from wherever
                 return Observation(error=errno.EHOSTUNREACH, elapsed=_since(start))
             return None
 
@@ -224,15 +221,6 @@ def _await(s: socket.socket, start: float, timeout: float,
         seen = reply(data)
         if seen is not None:
             return seen
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 Counters = dict[str, dict[str, int]]

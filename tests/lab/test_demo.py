@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netspectre import system
+from netspectre import paths, system
 from netspectre.lab import LabSpec, checks, clientns, layout, network
 from netspectre.lab.capture import judge
 from netspectre.lab.info import LabInfo
@@ -72,7 +72,7 @@ def test_demo_passes_every_check(lab_possible: None, tmp_path: Path) -> None:
     # Nothing left behind.
     assert not network.existing_namespaces() & set(DEMO_SPEC.namespaces)
     assert not DEMO_SPEC.dir.exists()
-    assert not clientns.client_paths(DEMO_SPEC.client_ns).run.exists()
+    assert not paths.for_namespace(DEMO_SPEC.client_ns).run.exists()
 
 
 # --- verdicts on made-up evidence (no root) ---------------------------------------------------

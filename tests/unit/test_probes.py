@@ -8,7 +8,7 @@ import hashlib
 import ipaddress
 import struct
 
-from netspectre import dnswire, probes
+from netspectre import dnswire, probes, wire
 from netspectre.probes import LEAK, REFUSED, TORIFIED, Observation, Probe
 
 VNET = ipaddress.IPv4Network("10.192.0.0/10")
@@ -86,6 +86,23 @@ def test_counted_reports_only_what_moved() -> None:
 
 
 def test_icmp_checksum_of_a_checksummed_packet_is_zero() -> None:
-    body = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 1) + b"netspectre verify"
-    body = body[:2] + struct.pack("!H", probes._checksum(body)) + body[4:]
-    assert probes._checksum(body) == 0
+    body = wire.echo_request(4, 0x1234, b"netspectre verify")
+    assert body[0] == 8 and wire.checksum(body) == 0
+    assert wire.checksum(b"\x01") == wire.checksum(b"\x01\x00")  # odd length: padded
+
+
+def test_icmpv6_echo_leaves_the_checksum_to_the_kernel() -> None:
+    body = wire.echo_request(6, 0x1234, b"x")
+    assert body[0] == 128 and body[2:4] == b"\0\0"
+
+
+def test_icmp_replies_are_ours_only_with_our_ident() -> None:
+    reply = struct.pack("!BBHHH", 0, 0, 0, 0x1234, 1) + b"netspectre"
+    ip_header = bytes([0x45]) + bytes(19)
+    assert wire.classify(wire.icmp_message(ip_header + reply, 4), 0x1234) is wire.Echo.REPLY
+    assert wire.classify(reply, 0x4321) is None
+    unreachable = struct.pack("!BBHI", 1, 4, 0, 0) + bytes(40) + b"\x12\x34"
+    assert wire.classify(unreachable, 0x1234, quoted=True) is wire.Echo.UNREACHABLE
+    assert wire.classify(unreachable, 0x9999, quoted=True) is None
+    assert wire.classify(unreachable, 0x9999) is wire.Echo.UNREACHABLE
+    assert wire.classify(b"\0\0", 0x1234) is None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from netspectre import config
+from netspectre import config, proc
 from netspectre.paths import Paths
 from netspectre.tor import process, systemtor
 from netspectre.tor.layout import Files
@@ -99,6 +100,26 @@ def test_terminate_only_what_verifies() -> None:
             child.kill()
             child.wait()
     assert process.terminate(child.pid, lambda pid: True)  # already gone: fine
+
+
+def test_terminate_all_at_once_within_one_grace_period() -> None:
+    """The lab ends a dozen daemons in one go: one SIGTERM each, one wait, no pid skipped."""
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+                for _ in range(4)]
+    try:
+        mine = {c.pid for c in children[:3]}
+        start = time.monotonic()
+        assert proc.terminate_all(mine, lambda pid: pid in mine, timeout=5) == set()
+        assert time.monotonic() - start < 4
+        assert [c.wait(5) for c in children[:3]] == [-15] * 3
+        assert children[3].poll() is None  # never named
+        assert proc.terminate_all([children[3].pid], lambda pid: False) == set()  # not ours
+        assert children[3].poll() is None
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
 
 
 def test_terminate_escalates_to_sigkill() -> None:

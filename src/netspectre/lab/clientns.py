@@ -1,14 +1,12 @@
 """netspectre run inside the lab's client namespace, as a user would there: its configuration,
 where it keeps its files, `start` followed event by event, other commands, and probe batches
-(lab/leaks.py). Shared by `lab demo` and bench/lab.py.
+(lab/agent.py). Shared by `lab demo` and bench/lab.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -16,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import netspectre
-from netspectre import paths, system
+from netspectre import system
+from netspectre.config import parse as parse_config
 from netspectre.errors import Error
 from netspectre.lab import network, processes
 from netspectre.lab.info import LabInfo, client_config
@@ -28,30 +26,15 @@ BOOTSTRAP_TIMEOUT = 60
 
 def argv(ns: str, config: Path, args: Sequence[str]) -> list[str]:
     """`netspectre --json --config CONFIG ARGS` in namespace ns, with this very netspectre."""
-    src = str(Path(netspectre.__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    return network.ns_argv(ns, ["env", f"PYTHONPATH={path}", sys.executable, "-m", "netspectre",
-                                "--json", "--config", str(config), *args])
-
-
-def client_paths(ns: str) -> paths.Paths:
-    """netspectre's directories as seen from inside the named namespace (paths.detect there)."""
-    suffix = f"netns-{ns}"
-    run = Path(os.environ.get("NETSPECTRE_RUN_DIR", paths.RUN_ROOT / suffix))
-    lib = Path(os.environ.get("NETSPECTRE_LIB_DIR", paths.LIB_ROOT / suffix))
-    return paths.Paths(run=run, lib=lib, daemon=paths.TOR_RUN_ROOT / suffix)
+    return network.ns_argv(ns, processes.self_command("--json", "--config", str(config), *args,
+                                                      module="netspectre"))
 
 
 def config_text(info: LabInfo, *, backend: str | None = None,
                 bootstrap_timeout: int = BOOTSTRAP_TIMEOUT) -> str:
     """The lab's client.toml with a shorter bootstrap timeout and, if asked, a backend."""
-    from netspectre import config
-
-    text = client_config(info).replace(
-        "[tor]\n", f"[tor]\nbootstrap_timeout = {bootstrap_timeout}\n", 1)
-    if backend:
-        text += f'backend = "{backend}"\n'  # [firewall] is the file's last table
-    parsed = config.parse(text)
+    text = client_config(info, backend=backend, bootstrap_timeout=bootstrap_timeout)
+    parsed = parse_config(text)
     if backend and parsed.firewall.backend.value != backend:
         raise Error(f"could not set firewall.backend = {backend!r} in the client's config")
     return text
@@ -128,8 +111,8 @@ def start(ns: str, config: Path, on_event: Callable[[BootstrapEvent], None]) -> 
 
 def probes(ns: str, batch: Sequence[dict[str, Any]], *, timeout: float = 90
            ) -> list[dict[str, Any]]:
-    """Run lab/leaks.py's probes at once inside ns; one result per probe, errors included."""
-    cmd = network.ns_argv(ns, processes.python_argv("leaks", [json.dumps(list(batch))]))
+    """Run lab/agent.py's probes at once inside ns; one result per probe, errors included."""
+    cmd = network.ns_argv(ns, processes.python_argv("agent", [json.dumps(list(batch))]))
     try:
         r = system.run(cmd, check=False, timeout=timeout)
     except subprocess.TimeoutExpired:

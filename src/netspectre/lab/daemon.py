@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from netspectre.proc import write_pid
+
 
 def detach(*, pidfile: Path, log: Path) -> None:
     """Double-fork; return in the grandchild only. Call after binding the sockets."""
@@ -20,9 +22,7 @@ def detach(*, pidfile: Path, log: Path) -> None:
     os.setsid()
     child = os.fork()
     if child > 0:
-        tmp = pidfile.with_suffix(".tmp")
-        tmp.write_text(f"{child}\n")
-        os.replace(tmp, pidfile)
+        write_pid(pidfile, child)
         os._exit(0)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)

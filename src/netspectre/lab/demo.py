@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from netspectre import system
+from netspectre import paths, system
 from netspectre.errors import CleanupFailed, Error, PermissionError_
 from netspectre.lab import capture, checks, clientns, lifecycle, network, processes
 from netspectre.lab.checks import Check
@@ -78,7 +78,7 @@ class Demo:
         self.checks: list[Check] = []
         self.info: LabInfo | None = None
         self.config = spec.dir / "demo.toml"
-        self.cpaths = clientns.client_paths(spec.client_ns)
+        self.cpaths = paths.for_namespace(spec.client_ns)
         self.cap: capture.Capture | None = None
         self.packets: list[Any] = []
         self.started = False  # `netspectre start` was run: stop must run too

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from netspectre.errors import StateError
+from netspectre.fsutil import write_atomic
 from netspectre.lab import torrc
 from netspectre.lab.spec import LabSpec, Layout, layout
 from netspectre.lab.torrc import Authority
@@ -64,14 +64,19 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def client_config(info: LabInfo) -> str:
-    """netspectre's TOML configuration for the lab's client namespace."""
+def client_config(info: LabInfo, *, backend: str | None = None,
+                  bootstrap_timeout: int | None = None) -> str:
+    """netspectre's TOML configuration for the lab's client namespace; backend and
+    bootstrap_timeout (the demo's) go into their own tables, never appended to the text."""
     lay = info.layout
     extra = ",\n".join(f"  {_toml_str(line)}" for line in client_torrc_lines(info))
     lan = ", ".join(_toml_str(str(n)) for n in lay.lan)
+    timeout = "" if bootstrap_timeout is None else f"bootstrap_timeout = {bootstrap_timeout}\n"
+    chosen = "" if backend is None else f"backend = {_toml_str(backend)}\n"
     return (
         "# netspectre in the lab's client namespace (written by `netspectre lab up`)\n"
         "[tor]\n"
+        f"{timeout}"
         'mode = "managed"\n'
         f"torrc_extra = [\n{extra},\n]\n"
         "\n[check]\n"
@@ -83,6 +88,7 @@ def client_config(info: LabInfo) -> str:
         f"lan_dns = [{_toml_str(str(lay.resolver4))}]\n"
         "\n[firewall]\n"
         f"# the client's uplink and guest links stand in for a LAN ({lay.resolver4} answers DNS)\n"
+        f"{chosen}"
         f"lan = [{lan}]\n"
     )
 
@@ -146,11 +152,8 @@ def from_json(text: str, spec: LabSpec) -> LabInfo:
 
 
 def save(info: LabInfo) -> None:
-    path = info.dir / "info.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(to_json(info))
-    os.replace(tmp, path)
-    info.client_config_path.write_text(client_config(info))
+    write_atomic(info.dir / "info.json", to_json(info))
+    write_atomic(info.client_config_path, client_config(info), mode=0o644)
 
 
 def load(spec: LabSpec) -> LabInfo | None:

@@ -4,19 +4,16 @@ them again (pid files, and every process left in a lab namespace), measure and s
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import netspectre
-from netspectre import system
+from netspectre import proc, system
 from netspectre.errors import Error, TorError
 from netspectre.lab.network import ns_argv
 from netspectre.lab.spec import LabSpec
+from netspectre.proc import alive
+from netspectre.proc import read_pid as read_pid
 
 NETNS_DIR = Path("/run/netns")
 
@@ -46,24 +43,21 @@ def start_tor(ns: str, torrc: Path, *, defaults: Path) -> None:
         )
 
 
+def self_command(*args: str, module: str) -> list[str]:
+    """system.self_argv as one argv (`env PYTHONPATH=… python -P -m MODULE ARGS`), for
+    ns_argv: the logged command stays one a user can copy and run."""
+    argv, env = system.self_argv(*args, module=module)
+    return ["env", f"PYTHONPATH={env['PYTHONPATH']}", *argv]
+
+
 def python_argv(module: str, args: Sequence[str]) -> list[str]:
     """`python -m netspectre.lab.<module> ARGS` with this very netspectre importable."""
-    src = str(Path(netspectre.__file__).resolve().parent.parent)
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    return ["env", f"PYTHONPATH={path}", sys.executable, "-m", f"netspectre.lab.{module}", *args]
+    return self_command(*args, module=f"netspectre.lab.{module}")
 
 
 def start_python(ns: str, module: str, args: Sequence[str]) -> None:
     """A lab server, which detaches once its sockets are bound."""
     system.run(ns_argv(ns, python_argv(module, args)))
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def pid_files(spec: LabSpec) -> dict[str, Path]:
@@ -82,14 +76,6 @@ def _ns_inode(path: Path) -> int | None:
         return path.stat().st_ino
     except OSError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def _rss_kib(pid: int) -> int:
@@ -126,10 +112,10 @@ def find(spec: LabSpec) -> list[Proc]:
     procs: dict[int, Proc] = {}
     for ns in spec.namespaces:
         for pid in namespace_pids(ns):
-            if _alive(pid):
+            if alive(pid):
                 procs[pid] = Proc(pid, names.get(pid, _cmdline(pid)[:60]), _rss_kib(pid), ns)
     for pid, name in names.items():
-        if pid in procs or not _alive(pid):
+        if pid in procs or not alive(pid):
             continue
         ino = _ns_inode(Path(f"/proc/{pid}/ns/net"))
         if (ino is not None and ino in inodes) or str(spec.dir) in _cmdline(pid):
@@ -138,32 +124,6 @@ def find(spec: LabSpec) -> list[Proc]:
 
 
 def stop(pids: Iterable[int], *, grace: float = 5.0) -> list[Error]:
-    """SIGTERM, wait up to `grace` seconds, then SIGKILL; by PID only."""
-    failures: list[Error] = []
-    pending = set(pids)
-    for pid in pending:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        except OSError as exc:
-            failures.append(Error(f"cannot signal pid {pid}: {exc}"))
-    deadline = time.monotonic() + grace
-    while pending and time.monotonic() < deadline:
-        pending = {p for p in pending if _alive(p)}
-        if pending:
-            time.sleep(0.05)
-    for pid in pending:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except OSError as exc:
-            failures.append(Error(f"cannot kill pid {pid}: {exc}"))
-    deadline = time.monotonic() + 2.0
-    while pending and time.monotonic() < deadline:
-        pending = {p for p in pending if _alive(p)}
-        if pending:
-            time.sleep(0.05)
-    failures += [Error(f"pid {pid} is still running after SIGKILL") for pid in pending]
-    return failures
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL; by PID only (find() chose them)."""
+    left = proc.terminate_all(pids, lambda _: True, timeout=grace, kill_timeout=2.0)
+    return [Error(f"pid {pid} is still running after SIGKILL") for pid in sorted(left)]

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from netspectre.fsutil import write_atomic
 from netspectre.lab.control import Control
 from netspectre.lab.daemon import detach
 
 
 def write(path: Path, state: dict[str, object]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    # Not fsynced: progress of a lab that does not outlive a reboot; many writes per second.
+    write_atomic(path, json.dumps(state), mode=0o644, sync=False)
 
 
 def hsdir_nick(field: str) -> str:

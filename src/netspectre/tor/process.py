@@ -7,51 +7,16 @@ Signals go through a pidfd opened before that check, so a recycled pid cannot be
 
 from __future__ import annotations
 
-import contextlib
 import os
-import select
-import signal
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
+from netspectre.proc import PROC, alive
+from netspectre.proc import read_pid as read_pid
+from netspectre.proc import remove as remove
+from netspectre.proc import terminate as terminate
+from netspectre.proc import write_pid as write_pid
 from netspectre.tor.layout import Files
-
-PROC = Path("/proc")
-
-
-def read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() and int(text) > 1 else None
-
-
-def write_pid(path: Path, pid: int) -> None:
-    """Atomically (temp file + rename): a reader never sees half a number."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    try:
-        os.write(fd, f"{pid}\n".encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def alive(pid: int, proc: Path = PROC) -> bool:
-    """Exists and is not a zombie."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()
-    return bool(state) and state[0] not in ("Z", "X")
 
 
 def cmdline(pid: int, proc: Path = PROC) -> list[str]:
@@ -90,55 +55,6 @@ def ours(files: Files, proc: Path = PROC) -> dict[str, int]:
             found["tor"] = pid
             break
     return found
-
-
-def _wait_gone(pid: int, pidfd: int | None, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    if pidfd is not None:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        poller.poll(max(0.0, timeout) * 1000)
-    # A pidfd turns readable on exit; a child of ours stays a zombie, which alive() ignores.
-    while alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def terminate(
-    pid: int, verify: Callable[[int], bool], *, timeout: float = 10.0
-) -> bool:
-    """SIGTERM, then SIGKILL after `timeout`, if verify(pid) holds.
-
-    True when no process of ours is left at `pid`: it is gone, or it is not ours (a stale pid
-    file naming a recycled pid), which is left alone.
-    """
-    try:
-        pidfd: int | None = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        pidfd = None  # kernel without pidfd (< 5.3): plain kill after the same check
-    try:
-        if not alive(pid) or not verify(pid):
-            return True
-
-        def send(sig: signal.Signals) -> None:
-            with contextlib.suppress(ProcessLookupError):
-                if pidfd is not None:
-                    signal.pidfd_send_signal(pidfd, sig)
-                else:
-                    os.kill(pid, sig)
-
-        send(signal.SIGTERM)
-        if _wait_gone(pid, pidfd, timeout):
-            return True
-        send(signal.SIGKILL)
-        return _wait_gone(pid, pidfd, 5.0)
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
 
 
 # -- who holds a port (for clash reports) ------------------------------------------------------

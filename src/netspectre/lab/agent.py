@@ -1,11 +1,15 @@
-"""A batch of probes run at once inside one lab namespace (`ip netns exec NS python -m
-netspectre.lab.leaks '<JSON list>'`): HTTP (direct or via SOCKS5), TCP connect, UDP datagram,
-ICMP echo, DNS over UDP/TCP. Prints one JSON list of results, in order; every failure to reach
-the target is a result ({"error": ...}), not a crash. Used by `lab demo` and bench/lab.py.
+"""The lab's clients, run inside one of its namespaces: HTTP (direct or via SOCKS5, the name
+resolved by the proxy), TCP connect, UDP datagram, ICMP echo, DNS over UDP/TCP. No curl/dig.
+
+`python -m netspectre.lab.agent '<JSON list>'` runs a batch at once and prints one JSON list of
+results, in order; every failure to reach the target is a result ({"error": ...}), not a crash
+(`lab demo`, bench/lab.py). `python -m netspectre.lab.agent http URL [--socks H:P]` and
+`... dns SERVER NAME` run one probe and print its JSON object; exit 1 on failure.
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import ipaddress
 import json
@@ -19,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from netspectre import dnswire
+from netspectre import dnswire, wire
 from netspectre.dnswire import TYPE_A, TYPE_AAAA
 from netspectre.errors import Error
-from netspectre.lab.probe import socks5_connect
 from netspectre.lab.web import parse_listen
+from netspectre.tor import socks
 
 Probe = dict[str, Any]
 
@@ -39,7 +43,7 @@ def http(p: Probe) -> dict[str, Any]:
     timeout = float(p.get("timeout", 10.0))
     start = time.monotonic()
     if p.get("socks"):
-        sock = socks5_connect(parse_listen(p["socks"]), host, port, timeout)
+        sock = socks.connect(parse_listen(p["socks"]), host, port, timeout=timeout)
     else:
         sock = socket.create_connection((host, port), timeout=timeout)
     connected = time.monotonic()
@@ -91,34 +95,22 @@ def udp(p: Probe) -> dict[str, Any]:
         return {"reply": s.recv(4096).hex()}
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def icmp(p: Probe) -> dict[str, Any]:
     """An echo request on a raw socket (root); only our echo's reply or error counts."""
     dst, timeout = p["dst"], float(p.get("timeout", 2.0))
-    v6 = ":" in dst
+    family = 6 if ":" in dst else 4
     ident = int.from_bytes(os.urandom(2), "big") or 1
-    proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
+    proto = socket.IPPROTO_ICMPV6 if family == 6 else socket.IPPROTO_ICMP
     with socket.socket(_family(dst), socket.SOCK_RAW, proto) as s:
-        body = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, 1) + b"netspectre-probe"
-        if not v6:  # the kernel computes the ICMPv6 checksum itself
-            body = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
-        s.sendto(body, (dst, 0))
+        s.sendto(wire.echo_request(family, ident, b"netspectre-probe"), (dst, 0))
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             s.settimeout(left)
-            data = s.recv(2048)
-            msg = data if v6 else data[(data[0] & 0x0F) * 4:]
-            if msg[0] in (0, 129) and struct.unpack("!H", msg[4:6])[0] == ident:
+            msg = wire.icmp_message(s.recv(2048), family)
+            said = wire.classify(msg, ident, quoted=True)
+            if said is wire.Echo.REPLY:
                 return {"reply": True}
-            if msg[0] in (1, 3) and ident.to_bytes(2, "big") in msg[8:]:
+            if said is wire.Echo.UNREACHABLE:
                 return {"error": f"ICMP unreachable (type {msg[0]} code {msg[1]})"}
         raise TimeoutError("no reply")
 
@@ -129,22 +121,18 @@ def dns(p: Probe) -> dict[str, Any]:
     timeout = float(p.get("timeout", 3.0))
     ident = int.from_bytes(os.urandom(2), "big")
     query = dnswire.query(p["name"], ident, qtype)
-    server = p["server"]
+    server, port = p["server"], int(p.get("port", 53))
     if p.get("tcp"):
-        with socket.create_connection((server, 53), timeout=timeout) as s:
+        with socket.create_connection((server, port), timeout=timeout) as s:
             s.sendall(struct.pack("!H", len(query)) + query)
             reply = s.recv(4096)[2:]
     else:
         with socket.socket(_family(server), socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
-            s.connect((server, int(p.get("port", 53))))
+            s.connect((server, port))
             s.send(query)
             while (reply := s.recv(4096))[:2] != query[:2]:
                 pass
-    return _reply(reply, ident)
-
-
-def _reply(reply: bytes, ident: int) -> dict[str, Any]:
     parsed = dnswire.parse(reply, ident)
     if parsed is None:
         return {"error": f"not a DNS reply to our query: {reply[:16].hex()}"}
@@ -154,6 +142,7 @@ def _reply(reply: bytes, ident: int) -> dict[str, Any]:
 KINDS: dict[str, Callable[[Probe], dict[str, Any]]] = {
     "http": http, "tcp": tcp, "udp": udp, "icmp": icmp, "dns": dns,
 }
+FAILURES = (OSError, ValueError, IndexError, struct.error, Error)
 
 
 def run_one(p: Probe) -> dict[str, Any]:
@@ -165,7 +154,7 @@ def run_one(p: Probe) -> dict[str, Any]:
         attempts += 1
         try:
             result = KINDS[p["kind"]](p)
-        except (OSError, ValueError, IndexError, struct.error, Error) as exc:
+        except FAILURES as exc:
             result = {"error": f"{type(exc).__name__}: {exc}"}
             code = getattr(exc, "errno", None)
             if isinstance(code, int) and code in errno.errorcode:
@@ -185,12 +174,8 @@ def run(probes: Sequence[Probe]) -> list[dict[str, Any]]:
         return list(pool.map(run_one, probes))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print(json.dumps({"error": "usage: python -m netspectre.lab.leaks '<JSON list>'"}))
-        return 2
-    probes = json.loads(args[0])
+def _batch(text: str) -> int:
+    probes = json.loads(text)
     for p in probes:
         if p.get("kind") not in KINDS:
             print(json.dumps({"error": f"unknown probe kind {p.get('kind')!r}"}))
@@ -201,6 +186,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(run(probes)))
     sys.stdout.flush()
     return 0
+
+
+def _single(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m netspectre.lab.agent")
+    sub = ap.add_subparsers(dest="kind", required=True)
+    h = sub.add_parser("http")
+    h.add_argument("url")
+    h.add_argument("--socks", help="HOST:PORT of a SOCKS5 proxy (name resolved by the proxy)")
+    h.add_argument("--timeout", type=float, default=30.0)
+    d = sub.add_parser("dns")
+    d.add_argument("server", help="the server's address")
+    d.add_argument("--port", type=int, default=53)
+    d.add_argument("name")
+    d.add_argument("--type", choices=("A", "AAAA"), default="A")
+    d.add_argument("--timeout", type=float, default=5.0)
+    probe = {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
+    try:
+        result = KINDS[probe["kind"]](probe)
+    except FAILURES as exc:
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(result))
+    sys.stdout.flush()
+    return 1 if "error" in result else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] and args[0] in ("http", "dns", "-h", "--help"):
+        return _single(args)
+    if len(args) != 1:
+        print(json.dumps({"error": "usage: python -m netspectre.lab.agent '<JSON list>'"}))
+        return 2
+    return _batch(args[0])
 
 
 if __name__ == "__main__":
