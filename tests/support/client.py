@@ -13,8 +13,7 @@ from typing import Any
 
 from netspectre import system
 from netspectre.errors import TorError
-from netspectre.lab import processes, torrc
-from netspectre.lab.control import Control
+from netspectre.lab import control, processes, torrc
 from netspectre.lab.info import LabInfo
 from netspectre.lab.network import ns_argv
 
@@ -60,9 +59,9 @@ def wait_bootstrapped(client: ClientTor, *, timeout: float = 60.0) -> float:
     """Poll the bootstrap phase until 100 %; return the seconds waited."""
     start = time.monotonic()
     last = ""
-    with Control(client.control) as ctl:
+    with control.connect(client.control) as ctl:
         while time.monotonic() - start < timeout:
-            last = ctl.getinfo("status/bootstrap-phase")
+            last = ctl.getinfo("status/bootstrap-phase")["status/bootstrap-phase"]
             if "PROGRESS=100" in last:
                 return time.monotonic() - start
             time.sleep(0.1)
@@ -76,8 +75,8 @@ def stop_client(client: ClientTor) -> None:
 
 
 def probe(ns: str, args: Sequence[str], *, timeout: float = 60.0) -> dict[str, Any]:
-    """Run `python -m netspectre.lab.probe ARGS` inside a namespace; return its JSON."""
-    argv = ns_argv(ns, processes.python_argv("probe", args))
+    """Run `python -m netspectre.lab.agent ARGS` inside a namespace; return its JSON."""
+    argv = ns_argv(ns, processes.python_argv("agent", args))
     result = system.run(argv, check=False, timeout=timeout)
     try:
         value: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])

@@ -15,7 +15,8 @@ import math
 import time
 
 from netspectre.errors import TorError
-from netspectre.lab.control import Control, consensus_relays
+from netspectre.lab import control
+from netspectre.lab.control import consensus_relays
 from netspectre.lab.spec import LabSpec, Layout
 from netspectre.lab.torrc import INITIAL_VOTE_AND_DIST, INITIAL_VOTING_INTERVAL
 
@@ -41,8 +42,7 @@ def initial_offset(now: float, *, lead: float = VOTE_LEAD) -> int:
 
 
 def _getinfo(spec: LabSpec, nick: str, key: str) -> str:
-    with Control(spec.dir / nick / "control", timeout=5.0) as ctl:
-        return ctl.getinfo(key)
+    return control.getinfo(spec.dir / nick / "control", key, timeout=5.0)
 
 
 def relays(spec: LabSpec, nick: str = "auth1") -> dict[str, set[str]]:
@@ -96,8 +96,8 @@ def schedule(spec: LabSpec, lay: Layout, *, natural: int) -> int:
         f"TestingV3AuthVotingStartOffset={target % RESCHEDULE_INTERVAL}"
     )
     for a in lay.authorities:
-        with Control(spec.dir / a.nick / "control", timeout=5.0) as ctl:
-            ctl.command(setconf)
+        with control.connect(spec.dir / a.nick / "control", timeout=5.0) as ctl:
+            ctl.command(setconf, timeout=5.0)
     return target
 
 

@@ -1,5 +1,5 @@
-"""The lab's view of its own tors' ControlSockets: netspectre's control client
-(tor/control.py) with the few calls the lab makes, errors as TorError.
+"""The lab's view of its own tors' ControlSockets: tor/control.py's Controller, authenticated,
+plus the event stream and the consensus parsing the lab needs. Errors are TorError.
 
 Unix sockets ignore network namespaces, so the host side can watch tors inside the lab without
 any route into it.
@@ -10,50 +10,36 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
 from netspectre.tor.control import Controller
 
 
-class Control:
-    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
-        self.path = path
-        self._timeout = timeout
-        self._ctl = Controller.connect(path, timeout=timeout)
-        try:
-            self._ctl.authenticate()
-        except BaseException:
-            self._ctl.close()
-            raise
+def connect(path: Path, *, timeout: float = 10.0) -> Controller:
+    """An authenticated connection to a lab tor (NULL or cookie auth, as its torrc says);
+    a context manager that closes it."""
+    ctl = Controller.connect(path, timeout=timeout)
+    try:
+        ctl.authenticate()
+    except BaseException:
+        ctl.close()
+        raise
+    return ctl
 
-    def __enter__(self) -> Control:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+def getinfo(path: Path, key: str, *, timeout: float = 10.0) -> str:
+    """One GETINFO value, on a connection of its own."""
+    with connect(path, timeout=timeout) as ctl:
+        return ctl.getinfo(key)[key]
 
-    def close(self) -> None:
-        self._ctl.close()
 
-    def command(self, line: str) -> list[str]:
-        return [ln.text for ln in self._ctl.command(line, timeout=self._timeout).lines]
-
-    def getinfo(self, key: str) -> str:
-        return self._ctl.getinfo(key)[key]
-
-    def events(self, *, timeout: float) -> Iterator[str]:
-        """Yield asynchronous events (already subscribed with SETEVENTS) until timeout."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            event = self._ctl.next_event(left)
-            if event is None:
-                return
-            yield event.text
+def events(ctl: Controller, *, timeout: float) -> Iterator[str]:
+    """Yield asynchronous events (already subscribed with SETEVENTS) until timeout."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        event = ctl.next_event(left)
+        if event is None:
+            return
+        yield event.text
 
 
 def consensus_relays(ns_all: str) -> dict[str, set[str]]:

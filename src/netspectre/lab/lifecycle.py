@@ -16,9 +16,8 @@ from typing import Any
 
 from netspectre import paths, system
 from netspectre.errors import CleanupFailed, Error, PermissionError_, StateError, TorError
-from netspectre.lab import consensus, keys, network, processes, torrc
+from netspectre.lab import consensus, control, keys, network, processes, torrc
 from netspectre.lab import info as lab_info
-from netspectre.lab.control import Control
 from netspectre.lab.info import LabInfo
 from netspectre.lab.spec import DNS_PORT, WEB_PORT, LabSpec, Layout, Role, layout, validate
 
@@ -180,7 +179,7 @@ def _build(
          f"{valid_after - time.time():.1f} s{moved}", "descriptors")
     consensus.wait_listed(spec, lay, deadline=deadline)
     step(f"consensus lists all {len(lay.relays)} relays", "consensus")
-    with Control(onion / "control") as ctl:
+    with control.connect(onion / "control") as ctl:
         ctl.command("SETCONF DisableNetwork=0")
     if wait_for_onion:
         wait_onion(info, timeout=ONION_TIMEOUT)

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from netspectre.fsutil import write_atomic
-from netspectre.lab.control import Control
+from netspectre.lab import control
 from netspectre.lab.daemon import detach
+from netspectre.tor.control import Controller
 
 
 def write(path: Path, state: dict[str, object]) -> None:
@@ -29,12 +30,12 @@ def hsdir_nick(field: str) -> str:
     return field.lstrip("$")
 
 
-def follow(ctl: Control, hsdirs: set[str], out: Path, *, timeout: float) -> bool:
+def follow(ctl: Controller, hsdirs: set[str], out: Path, *, timeout: float) -> bool:
     """Record HS_DESC events until every upload was acknowledged and every HSDir has one."""
     uploaded: set[str] = set()
     failed: list[str] = []
     pending = 0
-    for event in ctl.events(timeout=timeout):
+    for event in control.events(ctl, timeout=timeout):
         fields = event.split()
         if len(fields) < 5 or fields[0] != "HS_DESC":
             continue
@@ -66,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pidfile", type=Path)
     ap.add_argument("--log", type=Path, default=Path("/dev/null"))
     args = ap.parse_args(argv)
-    ctl = Control(args.control, timeout=args.timeout)
-    ctl.command("SETEVENTS HS_DESC")
+    ctl = control.connect(args.control, timeout=args.timeout)
+    ctl.setevents("HS_DESC")
     write(args.out, {"ready": False, "uploaded": [], "pending": 0, "failed": []})
     if args.pidfile:
         detach(pidfile=args.pidfile, log=args.log)
