@@ -66,7 +66,7 @@ _TOOL_PACKAGE = {"nft": "nftables"}
 
 @dataclass(frozen=True)
 class FirewallFacts:
-    backend: str | None  # what `netspectre start` would use (firewall.detect)
+    backend: str | None  # what `netspectre start` would use (backends.detect)
     evidence: str  # why, or why none (detect's error)
     missing: str = ""  # the tool detect found missing
     managers: tuple[str, ...] = ()
