@@ -5,14 +5,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from netspectre.backends import names, nft
 from netspectre.config import Config, Incoming, Ipv6Mode
 
 SUMMARY_LAN = 16
-
-# Transitional re-exports for tests/unit/test_policy_state.py; they live in backends now.
-NAT_PRIORITY = names.NAT_PRIORITY
-by_prefix = nft.by_prefix
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from netspectre import dnswire, wire
+from netspectre.findings import Finding
 
 TORIFIED, REFUSED, LEAK = "torified", "refused", "leak"
 # Refusals the kernel reports for a packet refused on this machine (or never routed).
@@ -227,20 +227,20 @@ Counters = dict[str, dict[str, int]]
 
 
 def run(probes: tuple[Probe, ...], timeout: float, read_counters: Callable[[], Counters],
-        vnet: ipaddress.IPv4Network) -> list[dict[str, Any]]:
+        vnet: ipaddress.IPv4Network) -> list[Finding]:
     """Fire each probe with a counter reading around it; one result row per probe."""
-    rows = []
+    rows: list[Finding] = []
     for probe in probes:
         before = _read(read_counters)
         seen = fire(probe, timeout)
         after = _read(read_counters)
         moved = None if before is None or after is None else counted(before, after)
         outcome, evidence = judge(probe, seen, moved, vnet)
-        rows.append({
-            "check": probe.name, "ok": outcome == probe.expect, "expected": probe.expect,
-            "outcome": outcome, "detail": f"{outcome}: {evidence}",
-            "fix": "" if outcome == probe.expect else _fix(probe, outcome),
-        })
+        rows.append(Finding(
+            probe.name, outcome == probe.expect, f"{outcome}: {evidence}",
+            "" if outcome == probe.expect else _fix(probe, outcome),
+            extra={"expected": probe.expect, "outcome": outcome},
+        ))
     return rows
 
 

@@ -12,7 +12,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from netspectre import fsutil
+from netspectre.backends import Backend
+from netspectre.config import TorConfig, TorMode
 from netspectre.errors import StateError
+from netspectre.tor.record import Endpoints, TorRecord
 
 VERSION = 1
 
@@ -26,15 +30,16 @@ class Phase(StrEnum):
 @dataclass(frozen=True)
 class State:
     phase: Phase
-    backend: str
+    backend: Backend
     since: float
     boot_id: str
     sysctls: dict[str, str] = field(default_factory=dict)  # values to restore
-    policy: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)  # Policy.summary() of the plan
     config_path: str | None = None
-    tor: dict[str, Any] | None = None
+    tor: TorRecord | None = None
     created: list[str] = field(default_factory=list)  # iptables-nft built-ins we may create
     ipv6_config: dict[str, Any] = field(default_factory=dict)  # static addrs/routes to re-add
+    plan_digest: str = ""  # Plan.digest() of what is in force: `status` compares the config
     version: int = VERSION
 
     def with_(self, **changes: Any) -> State:
@@ -43,6 +48,8 @@ class State:
     def to_json(self) -> str:
         data = asdict(self)
         data["phase"] = self.phase.value
+        data["backend"] = self.backend.value
+        data["tor"] = self.tor.to_json() if self.tor is not None else None
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -61,23 +68,36 @@ def from_json(text: str, *, path: str = "state") -> State:
             "stop with the netspectre version that started, or run `netspectre stop --force`",
         )
     try:
+        policy = dict(data.get("policy", {}))
+        tor = data.get("tor")
         return State(
             phase=Phase(data["phase"]),
-            backend=str(data["backend"]),
+            backend=Backend(data["backend"]),
             since=float(data["since"]),
             boot_id=str(data["boot_id"]),
             sysctls={str(k): str(v) for k, v in data.get("sysctls", {}).items()},
-            policy=dict(data.get("policy", {})),
+            policy=policy,
             config_path=data.get("config_path"),
-            tor=data.get("tor"),
+            tor=TorRecord.from_json(tor, fallback=_fallback(policy, tor))
+            if isinstance(tor, dict) else None,
             created=[str(c) for c in data.get("created", [])],
             ipv6_config=dict(data.get("ipv6_config", {})),
+            plan_digest=str(data.get("plan_digest", "")),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StateError(
             f"{path}: malformed state file ({exc!r})",
             "run `netspectre stop --force`: it cleans what is ours even without state",
         ) from None
+
+
+def _fallback(policy: dict[str, Any], tor: dict[str, Any]) -> Endpoints:
+    """Endpoints for a tor record written before they were recorded: the policy's ports."""
+    d = TorConfig()
+    return Endpoints(mode=TorMode(tor.get("mode", d.mode.value)),
+                     trans_port=int(policy.get("trans_port", d.trans_port)),
+                     dns_port=int(policy.get("dns_port", d.dns_port)),
+                     socks_port=d.socks_port, control=d.control)
 
 
 def boot_id() -> str:
@@ -129,29 +149,12 @@ def load_lockdown(path: Path) -> dict[str, Any] | None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write atomically: temp file in the same dir, fsync, rename, fsync the dir."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsutil.write_atomic(path, text, mode=0o600)
 
 
 def remove(path: Path) -> None:
     """Remove the state file and any temp file a killed `save` left beside it."""
-    for stale in (path, *path.parent.glob(f".{path.name}.*.tmp")):
-        try:
-            stale.unlink()
-        except FileNotFoundError:
-            pass
+    fsutil.remove_with_temps(path)
 
 
 @contextmanager
@@ -169,3 +172,12 @@ def locked(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def load_current(path: Path) -> State | None:
+    """State of this boot, or None; a state file from before a reboot describes nothing live."""
+    current = load(path)
+    if current is not None and current.boot_id != boot_id():
+        remove(path)
+        return None
+    return current

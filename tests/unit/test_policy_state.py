@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from netspectre import config, policy, state, sysctl
+from netspectre.backends import Backend, names, nft
 from netspectre.errors import StateError
 from netspectre.state import Phase, State
 
@@ -21,7 +22,7 @@ def test_lan_ranges_are_split_by_family_and_deduplicated_in_config_order() -> No
     p = policy.build(c, policy.HostFacts(tor_uid=102, tor_user="debian-tor"))
     assert p.lan4 == ("203.0.113.0/24", "198.51.100.128/25", "198.51.100.0/25")
     assert p.lan6 == ("2001:db8::/48", "2001:db8::/32")
-    assert policy.by_prefix(p.lan4) == {24: ["203.0.113.0"], 25: ["198.51.100.128", "198.51.100.0"]}
+    assert nft.by_prefix(p.lan4) == {24: ["203.0.113.0"], 25: ["198.51.100.128", "198.51.100.0"]}
 
 
 def test_summary_keeps_a_few_lan_ranges_and_the_count() -> None:
@@ -33,12 +34,12 @@ def test_summary_keeps_a_few_lan_ranges_and_the_count() -> None:
 
 
 def test_nat_priority_runs_before_docker_and_after_conntrack() -> None:
-    assert -200 < policy.NAT_PRIORITY < -100
+    assert -200 < names.NAT_PRIORITY < -100
 
 
 def _state(**kw: object) -> State:
     base: dict[str, object] = dict(
-        phase=Phase.ACTIVE, backend="nft", since=1.5, boot_id="b",
+        phase=Phase.ACTIVE, backend=Backend.NFT, since=1.5, boot_id="b",
         sysctls={"net/ipv6/conf/all/disable_ipv6": "0"}, policy={"x": 1},
     )
     base.update(kw)

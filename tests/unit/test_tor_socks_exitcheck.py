@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from netspectre.tor import check, socks
-from netspectre.tor.check import CheckError
+from netspectre.tor import exitcheck, socks
+from netspectre.tor.exitcheck import CheckError
 from netspectre.tor.socks import SocksError
 
 
@@ -120,7 +120,7 @@ def ok(body: dict[str, object], *, chunked: bool = False) -> bytes:
 @pytest.mark.parametrize("chunked", [False, True])
 def test_fetch_http_through_socks(proxy: FakeProxy, chunked: bool) -> None:
     proxy.response = ok({"IsTor": True, "IP": "203.0.113.66"}, chunked=chunked)
-    got = check.fetch("http://check.lab.example:8080/api/ip?x=1", ("127.0.0.1", proxy.port),
+    got = exitcheck.fetch("http://check.lab.example:8080/api/ip?x=1", ("127.0.0.1", proxy.port),
                       timeout=5)
     assert got == (True, "203.0.113.66")
     name, port, request = proxy.requests[0]
@@ -131,23 +131,23 @@ def test_fetch_http_through_socks(proxy: FakeProxy, chunked: bool) -> None:
 def test_fetch_reports_tor_refusals(proxy: FakeProxy) -> None:
     proxy.rep = 4
     with pytest.raises(SocksError, match="host unreachable"):
-        check.fetch("http://check.lab.example/", ("127.0.0.1", proxy.port), timeout=5)
+        exitcheck.fetch("http://check.lab.example/", ("127.0.0.1", proxy.port), timeout=5)
 
 
 def test_fetch_rejects_bad_answers(proxy: FakeProxy) -> None:
     proxy.response = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
     with pytest.raises(CheckError, match="HTTP 503"):
-        check.fetch("http://check.lab.example/", ("127.0.0.1", proxy.port), timeout=5)
+        exitcheck.fetch("http://check.lab.example/", ("127.0.0.1", proxy.port), timeout=5)
     proxy.response = ok({"IsTor": "yes", "IP": "203.0.113.66"})
     with pytest.raises(CheckError, match="lacks"):
-        check.fetch("http://check.lab.example/", ("127.0.0.1", proxy.port), timeout=5)
+        exitcheck.fetch("http://check.lab.example/", ("127.0.0.1", proxy.port), timeout=5)
 
 
 def test_no_proxy_listening() -> None:
     with socket.create_server(("127.0.0.1", 0)) as s:
         port = s.getsockname()[1]
     with pytest.raises(SocksError, match="cannot reach Tor's SocksPort"):
-        check.fetch("http://check.lab.example/", ("127.0.0.1", port), timeout=2)
+        exitcheck.fetch("http://check.lab.example/", ("127.0.0.1", port), timeout=2)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
@@ -165,7 +165,7 @@ def test_https_sends_sni_and_verifies_the_certificate(proxy: FakeProxy, tmp_path
     proxy.response = ok({"IsTor": False, "IP": "203.0.113.9"})
     # A self-signed certificate must fail verification: the check trusts only real CAs.
     with pytest.raises(CheckError, match="TLS with check.lab.example failed"):
-        check.fetch("https://check.lab.example/api/ip", ("127.0.0.1", proxy.port), timeout=5)
+        exitcheck.fetch("https://check.lab.example/api/ip", ("127.0.0.1", proxy.port), timeout=5)
     assert proxy.sni == ["check.lab.example"]
 
 
@@ -179,15 +179,15 @@ def test_https_sends_sni_and_verifies_the_certificate(proxy: FakeProxy, tmp_path
 )
 def test_response_parsing_errors(raw: bytes, error: str) -> None:
     with pytest.raises(CheckError, match=error):
-        check.response(raw)
+        exitcheck.response(raw)
 
 
 def test_urls() -> None:
-    t = check.target("https://check.torproject.org/api/ip")
+    t = exitcheck.target("https://check.torproject.org/api/ip")
     assert (t.scheme, t.host, t.port, t.path, t.host_header) == (
         "https", "check.torproject.org", 443, "/api/ip", "check.torproject.org")
-    assert check.target("http://[2001:db8::2]:81").host_header == "[2001:db8::2]:81"
+    assert exitcheck.target("http://[2001:db8::2]:81").host_header == "[2001:db8::2]:81"
     with pytest.raises(CheckError, match="not an http"):
-        check.target("ftp://example.org/")
+        exitcheck.target("ftp://example.org/")
     with pytest.raises(CheckError, match="not JSON"):
-        check.verdict(b"<html>")
+        exitcheck.verdict(b"<html>")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 from netspectre.config import Config, TorMode
-from netspectre.doctor.findings import Finding
+from netspectre.findings import Finding
 from netspectre.paths import Paths
+from netspectre.reports import Checks
 from netspectre.tor.layout import Files
 
 
@@ -41,7 +41,7 @@ def _config(config_path: str | None) -> tuple[Config, Finding]:
     return config, Finding("config", True, f"{where}; tor.mode = {config.tor.mode.value}")
 
 
-def diagnose(config_path: str | None, paths: Paths) -> dict[str, Any]:
+def diagnose(config_path: str | None, paths: Paths) -> Checks:
     from netspectre.doctor import dns, facts, leftovers, network, tor
 
     config, loaded = _config(config_path)
@@ -82,5 +82,4 @@ def diagnose(config_path: str | None, paths: Paths) -> dict[str, Any]:
     checks += _guard("ports", port_checks)
     checks += _guard("firewall", firewall_checks)
     checks += _guard("DNS", dns_checks)
-    return {"ok": all(c.ok is not False for c in checks),
-            "checks": [c.as_dict() for c in checks]}
+    return Checks(tuple(checks))

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from netspectre.doctor.findings import Finding
+from netspectre.findings import Finding
 
 STUB = ("127.0.0.53", "127.0.0.54")  # systemd-resolved's stub listeners
 

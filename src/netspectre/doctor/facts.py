@@ -33,9 +33,11 @@ def managers() -> tuple[str, ...]:
 
 
 def tor(config: Config, paths: Paths) -> TorFacts:
-    from netspectre.tor import process, service, systemtor
-    from netspectre.tor.control import Controller
+    from netspectre.tor import process, systemtor
+    from netspectre.tor.bootstrap import complaint
+    from netspectre.tor.connect import controller
     from netspectre.tor.protocol import parse_bootstrap
+    from netspectre.tor.record import Endpoints
 
     files = Files.of(paths)
     binary, found = system.which("tor"), managers()
@@ -49,9 +51,7 @@ def tor(config: Config, paths: Paths) -> TorFacts:
     reachable = False
     if running or not managed:
         try:
-            address = files.control if managed else config.tor.control
-            with Controller.connect(address, timeout=2.0) as ctl:
-                ctl.authenticate(files.cookie if managed else None)
+            with controller(Endpoints.of(config), paths, timeout=2.0) as ctl:
                 phase = ctl.getinfo("status/bootstrap-phase").get("status/bootstrap-phase", "")
                 bootstrap = parse_bootstrap(phase)
                 if not managed:
@@ -65,7 +65,7 @@ def tor(config: Config, paths: Paths) -> TorFacts:
         binary=binary, managers=found, running=running if managed else reachable,
         pid=ours.get("tor"), supervisor="supervisor" in ours, reachable=reachable,
         error=error, bootstrap=bootstrap, lacking=lacking,
-        complaint=service.complaint(files) if managed else "",
+        complaint=complaint(files) if managed else "",
         log=str(files.notice_log) if managed else "", root=root)
 
 
@@ -80,7 +80,7 @@ def notice_log(paths: Paths) -> list[str] | None:
 
 
 def _free(start: int, udp: bool, taken: set[int]) -> int | None:
-    from netspectre.tor.service import port_in_use
+    from netspectre.tor.process import port_in_use
 
     for candidate in range(start + 1, min(start + 50, 65536)):
         if candidate not in taken and not port_in_use(candidate, udp=udp):
@@ -90,7 +90,7 @@ def _free(start: int, udp: bool, taken: set[int]) -> int | None:
 
 def ports(config: Config, paths: Paths) -> list[PortFact]:
     from netspectre.tor import process
-    from netspectre.tor.service import port_in_use
+    from netspectre.tor.process import port_in_use
 
     files = Files.of(paths)
     ours = set(process.ours(files).values()) if config.tor.mode is TorMode.MANAGED else set()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+
+from netspectre.findings import Finding
 
 SUDO_DOCTOR = "sudo netspectre doctor"
 
@@ -16,17 +16,6 @@ PACKAGE_MANAGERS = (
     ("zypper", "sudo zypper install {}"),
     ("apk", "sudo apk add {}"),
 )
-
-
-@dataclass(frozen=True)
-class Finding:
-    check: str
-    ok: bool | None  # None: skipped / not applicable
-    detail: str
-    fix: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "ok": self.ok, "detail": self.detail, "fix": self.fix}
 
 
 def needs_root(check: str, what: str) -> Finding:

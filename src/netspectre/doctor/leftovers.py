@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netspectre.doctor.findings import Finding, needs_root
+from netspectre.doctor.findings import needs_root
+from netspectre.findings import Finding
 from netspectre.state import Phase, State
 
 STOP = "sudo netspectre stop"

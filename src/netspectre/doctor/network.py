@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from netspectre.backends import iptables
 from netspectre.config import DEFAULT_PATH, BackendName, Config, TorMode
-from netspectre.doctor.findings import Finding, install, needs_root
+from netspectre.doctor.findings import install, needs_root
+from netspectre.findings import Finding
 
 
 @dataclass(frozen=True)

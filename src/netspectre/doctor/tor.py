@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netspectre.config import DEFAULT_PATH, Config, TorMode
-from netspectre.doctor.findings import Finding, install, needs_root
+from netspectre.doctor.findings import install, needs_root
+from netspectre.findings import Finding
 from netspectre.tor import systemtor
 from netspectre.tor.protocol import BootstrapEvent
 

@@ -8,6 +8,7 @@ Signals go through a pidfd opened before that check, so a recycled pid cannot be
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -111,3 +112,21 @@ def describe(pid: int, proc: Path = PROC) -> str:
         return f"pid {pid}"
     uid = next((ln.split()[2] for ln in status.splitlines() if ln.startswith("Uid:")), "?")
     return f"{comm} (pid {pid}, uid {uid})"
+
+
+def port_in_use(port: int, *, udp: bool, host: str = "127.0.0.1") -> bool:
+    """Would tor fail to bind host:port? (SO_REUSEADDR like tor, so TIME_WAIT does not count.)
+
+    A bind test, not a connect: a connection to the TransPort makes tor try to reach itself
+    through an exit and log "No Tor server allows exit to …:9040" on every `status`.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM)
+    try:
+        if not udp:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+    except OSError:
+        return True
+    finally:
+        s.close()
+    return False

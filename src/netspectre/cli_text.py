@@ -1,0 +1,142 @@
+"""The text form of each report (what cli prints without --json). Pure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from netspectre.findings import Finding
+from netspectre.reports import (
+    Checks,
+    ExitReport,
+    IdleStatus,
+    NewnymReport,
+    StartReport,
+    Status,
+    StopReport,
+    TorStatus,
+    UnitReport,
+)
+
+PORT_NAMES = (("TransPort", "trans_port_listening"), ("DNSPort", "dns_port_listening"),
+              ("SocksPort", "socks_port_listening"))
+
+
+def start(report: StartReport) -> str:
+    return (f"netspectre: active (backend {report.backend}); "
+            "all traffic now goes through Tor or is blocked")
+
+
+def stop(report: StopReport) -> str:
+    text = "netspectre: stopped; rules removed" + (
+        ", sysctls restored" if report.sysctls_restored else "")
+    return text + "".join(f"\n  note: {n}" for n in report.notes)
+
+
+def status(report: Status | IdleStatus) -> str:
+    lines = []
+    if isinstance(report, IdleStatus):
+        lines.append("netspectre: not active")
+        if report.lockdown is not None:
+            lines.append("  LOCKDOWN: `start --boot` failed, so only the blocking ruleset is in "
+                         f"force: {report.lockdown.reason}")
+            lines.append("  fix the cause, then `netspectre start` (or `netspectre stop` to lift)")
+        elif report.leftover_rules:
+            lines.append("  leftover rules from: " + ", ".join(report.leftover_rules)
+                         + " — run `netspectre stop`")
+        lines += _tor(report.tor)
+        return "\n".join(lines)
+    if report.active:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.since))
+        lines.append(f"netspectre: ACTIVE since {since} (backend {report.backend})")
+    else:
+        lines.append(f"netspectre: NOT ACTIVE (state says {report.phase!r}; "
+                     f"ruleset in force: {report.ruleset_in_force}) — run `netspectre stop`")
+    if report.config_differs:
+        lines.append(f"  NOTE: {report.config_differs}")
+    lines += _policy(report.policy)
+    lines.append(f"  IPv6 sysctl disabled: {'yes' if report.ipv6_disabled else 'no'}")
+    lines += _counters(report.counters)
+    lines += _tor(report.tor)
+    return "\n".join(lines)
+
+
+def _policy(pol: Mapping[str, object]) -> list[str]:
+    if not pol:
+        return []
+    raw = pol.get("lan")
+    lan_list = [str(x) for x in raw] if isinstance(raw, list) else []
+    lan = ", ".join(lan_list) or "none"
+    count = pol.get("lan_count", 0)
+    if isinstance(count, int) and count > len(lan_list):
+        lan += f" … ({count} ranges)"
+    return [
+        f"  policy: TCP → 127.0.0.1:{pol['trans_port']}, DNS → 127.0.0.1:{pol['dns_port']}, "
+        f"virtual network {pol['virtual_network']}, tor user {pol['tor_user']} "
+        f"(uid {pol['tor_uid']})",
+        f"  LAN: {lan} ({'direct' if pol['allow_lan'] else 'blocked'}); "
+        f"incoming: {pol['incoming']}; IPv6: {pol['ipv6']}",
+    ]
+
+
+def _counters(counters: Mapping[str, Mapping[str, int]]) -> list[str]:
+    if not counters:
+        return []
+    torified = counters.get("tcp_torified", {}).get("packets", 0)
+    dns = counters.get("dns_redirected", {}).get("packets", 0)
+    blocked = {k.removeprefix("blocked_"): v["packets"] for k, v in sorted(counters.items())
+               if k.startswith("blocked_") and v["packets"]}
+    return [f"  connections torified: {torified}; DNS queries redirected: {dns}",
+            "  packets blocked: " + (", ".join(f"{k} {v}" for k, v in blocked.items())
+                                     or "none")]
+
+
+def _tor(tor: TorStatus) -> list[str]:
+    pid = f", pid {tor.tor_pid}" if tor.tor_pid else ""
+    ports = [f"{name} {'listening' if getattr(tor, key) else 'NOT listening'}"
+             for name, key in PORT_NAMES]
+    return [f"  tor ({tor.mode.value}{pid}): {tor.message}".rstrip(": "),
+            "    " + "; ".join(ports)]
+
+
+def kv(title: str, data: Mapping[str, object]) -> str:
+    lines = [title]
+    for key, value in data.items():
+        if value in (None, [], {}):
+            continue
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def myip(report: ExitReport) -> str:
+    return kv("exit check:", report.to_json())
+
+
+def newnym(report: NewnymReport) -> str:
+    return kv("newnym:", report.to_json())
+
+
+def unit(report: UnitReport) -> str:
+    return kv(f"netspectre: {'enabled' if report.enabled else 'disabled'} at boot",
+              report.to_json())
+
+
+def checks(report: Checks) -> str:
+    """verify/doctor as a table: result, check, what happened (and the fix under a failure)."""
+    return table(report.findings, ok=report.ok)
+
+
+def table(findings: tuple[Finding, ...], *, ok: bool) -> str:
+    width = min(max((len(f.check) for f in findings), default=0), 48)
+    lines = []
+    for f in findings:
+        mark = "skip" if f.ok is None else ("ok" if f.ok else "FAIL")
+        lines.append(f"{mark:<4}  {f.check:<{width}}  {f.detail}".rstrip())
+        if f.fix and f.ok is False:
+            lines.append(f"{'':<4}  {'':<{width}}  fix: {f.fix}")
+    passed = sum(1 for f in findings if f.ok)
+    failed = sum(1 for f in findings if f.ok is False)
+    lines.append(f"{'PASS' if ok else 'FAIL'}: {passed} ok, {failed} failed"
+                 + (f", {len(findings) - passed - failed} skipped"
+                    if passed + failed < len(findings) else ""))
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""start / stop / restart: one converge from what is recorded to the plan, and its undo."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+
+from netspectre import backends, ipv6, state, sysctl
+from netspectre.backends import Firewall
+from netspectre.commands import Context, ago, require_root
+from netspectre.config import TorMode
+from netspectre.errors import CleanupFailed, Error, StateError
+from netspectre.facts import gather
+from netspectre.paths import Paths
+from netspectre.plan import Plan, derive
+from netspectre.policy import HostFacts, Policy
+from netspectre.reports import RestartReport, StartReport, StopReport
+from netspectre.state import Phase, State
+from netspectre.tor import bootstrap, managed
+from netspectre.tor.protocol import BootstrapEvent
+
+OnEvent = Callable[[BootstrapEvent], None]
+
+
+def _ipv6_sysctls(policy: Policy) -> dict[str, str]:
+    if not policy.disable_ipv6:
+        return {}
+    return sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
+
+
+def plan_for(ctx: Context) -> tuple[HostFacts, Plan]:
+    facts = gather(ctx.config)
+    return facts, derive(ctx.config, facts, ctx.paths, which=ctx.runner.which)
+
+
+def converge(ctx: Context, current: State | None, plan: Plan, firewall: Firewall,
+             facts: HostFacts) -> tuple[State, bool]:
+    """From `current` (None: nothing of ours in force) to `plan`, never open in between.
+
+    The intent is saved before every effect, so `stop` can undo a kill at any point. IPv6 goes
+    off before any rule (it only closes, and makes a kill between iptables' per-family commits
+    fail closed); the new ruleset is committed before an old backend's is removed (both
+    block); Tor is (re)launched last, behind rules already in force. → (state, tor relaunched)
+    """
+    policy, p = plan.policy, ctx.paths
+    # A start that died half-way left the original sysctl values in its state: keep them,
+    # the live values may already be ours.
+    # A restart that turns IPv6 off for the first time reads them now.
+    fresh = current is None or (policy.disable_ipv6 and not current.sysctls)
+    restarting = current is not None and current.phase is Phase.ACTIVE
+    record = State(
+        phase=Phase.APPLYING,
+        backend=firewall.backend,
+        since=current.since if current is not None and restarting else time.time(),
+        boot_id=state.boot_id(),
+        sysctls=_ipv6_sysctls(policy) if fresh or current is None else current.sysctls,
+        policy=policy.summary(),
+        config_path=ctx.config.path,
+        tor=current.tor if current is not None else None,
+        created=sorted({*(current.created if current else []), *firewall.absent_builtins()}),
+        ipv6_config=(ipv6.snapshot() if policy.disable_ipv6 else {})
+        if fresh or current is None else current.ipv6_config,
+        plan_digest=plan.digest(),
+    )
+    state.save(p.state, record)
+    for key, value in sysctl.desired(policy.disable_ipv6).items():
+        sysctl.write(key, value)
+    try:
+        firewall.apply(policy)
+    except Error as exc:
+        # Nothing of the new ruleset is in force (each commit is atomic; iptables is tested
+        # before the first). A fresh start is undone as if it never ran; otherwise the
+        # previous rules still hold and the state keeps saying `applying` until stop.
+        if current is None:
+            _undo_fresh(ctx, record)
+        exc.hint = exc.hint or "nothing was changed; run with --debug to see the commands"
+        raise
+    if current is not None and current.backend is not firewall.backend:
+        backends.open(current.backend, ctx.runner).remove()
+    # A kill before the next save leaves tor's pid files, which is how `stop` finds it then.
+    tor, relaunched = managed.converge(ctx.config, p, record.tor, plan, facts)
+    record = record.with_(tor=tor, phase=Phase.ACTIVE)
+    state.save(p.state, record)
+    state.remove(p.lockdown)
+    return record, relaunched
+
+
+def _undo_fresh(ctx: Context, record: State) -> None:
+    for key, value in sysctl.restore_order(record.sysctls):
+        sysctl.write(key, value)
+    ipv6.restore(record.ipv6_config)
+    backends.remove_everywhere(record.backend, ctx.runner)
+    state.remove(ctx.paths.state)
+
+
+def start(ctx: Context, *, wait: bool = True, on_event: OnEvent | None = None,
+          boot: bool = False) -> StartReport:
+    """Apply the firewall (fail closed), then Tor; record intent before every effect."""
+    require_root("start")
+    config, p = ctx.config, ctx.paths
+    facts, plan = plan_for(ctx)
+    firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
+    if not (boot and config.tor.mode is TorMode.SYSTEM):  # at boot the system tor comes later
+        managed.preflight(config, p, plan)
+    state.ensure_dir(p.run)
+    with state.locked(p.lock):
+        previous = state.load_current(p.state)
+        if previous is not None and previous.phase is Phase.ACTIVE:
+            raise StateError(
+                f"netspectre is already active (since {ago(previous.since)})",
+                "use `netspectre restart` to apply a changed config, or `stop` first",
+            )
+        record, _ = converge(ctx, previous, plan, firewall, facts)
+    if wait and on_event is not None:
+        bootstrap.wait(plan.endpoints, p, on_event, timeout=config.tor.bootstrap_timeout)
+    return StartReport(backend=firewall.backend.value, backend_evidence=evidence,
+                       policy=plan.policy.summary(), ipv6_saved=record.sysctls)
+
+
+def restart(ctx: Context, *, wait: bool = True,
+            on_event: OnEvent | None = None) -> RestartReport:
+    """Bring what is in force to the config now: the ruleset in one transaction, Tor
+    relaunched behind it when its torrc changed. Protection never lapses."""
+    require_root("restart")
+    config, p = ctx.config, ctx.paths
+    facts, plan = plan_for(ctx)
+    firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
+    state.ensure_dir(p.run)
+    with state.locked(p.lock, wait=True):
+        current = state.load_current(p.state)
+        if current is None or current.phase is not Phase.ACTIVE:
+            raise StateError("netspectre is not active", "use `netspectre start`")
+        if current.plan_digest != plan.digest():  # a changed config: refuse before any change
+            managed.preflight(config, p, plan)
+        _, relaunched = converge(ctx, current, plan, firewall, facts)
+    if relaunched and wait and on_event is not None:
+        bootstrap.wait(plan.endpoints, p, on_event, timeout=config.tor.bootstrap_timeout)
+    return RestartReport(backend=firewall.backend.value, backend_evidence=evidence,
+                         policy=plan.policy.summary(), tor_relaunched=relaunched)
+
+
+def stop(ctx: Context, *, force: bool = False) -> StopReport:
+    """Remove what is ours and put back what we changed; from any phase, any number of times."""
+    require_root("stop")
+    p = ctx.paths
+    notes: list[str] = []
+    state.ensure_dir(p.run)
+    with state.locked(p.lock, wait=True):
+        try:
+            current = state.load(p.state)
+        except StateError as exc:
+            if not force:
+                raise
+            notes.append(f"ignored unreadable state ({exc.message}); sysctls not restored")
+            current = None
+        if current is not None and current.boot_id != state.boot_id():
+            notes.append("state is from a previous boot: the reboot reset rules and sysctls")
+            state.remove(p.state)
+            current = None
+        if current is None:
+            notes.append("no state recorded: removing whatever netspectre rules are present")
+        else:
+            state.save(p.state, current.with_(phase=Phase.STOPPING))
+        failures: list[Error] = []
+        try:  # Tor winds down first: the firewall still blocks everything while it does
+            managed.stop(current.tor if current else None, p)
+        except Error as exc:
+            failures.append(exc)
+        pinned = current.backend if current is not None else None
+        failures += backends.remove_everywhere(pinned, ctx.runner)
+        if current is not None and not failures:
+            failures += backends.remove_created(current.created, ctx.runner)
+        restored: dict[str, str] = {}
+        if current is not None:
+            for key, value in sysctl.restore_order(current.sysctls):
+                try:
+                    sysctl.write(key, value)
+                    restored[key] = value
+                except OSError as exc:
+                    failures.append(Error(f"could not restore {key}={value}: {exc}"))
+            failures += ipv6.restore(current.ipv6_config)
+        if failures:
+            raise CleanupFailed(failures)
+        state.remove(p.state)
+        state.remove(p.lockdown)
+        _forget_namespace_dirs(p)
+    return StopReport(was_active=current is not None,
+                      backend=current.backend.value if current else None,
+                      sysctls_restored=restored, notes=tuple(notes))
+
+
+def _forget_namespace_dirs(p: Paths) -> None:
+    """A namespace's runtime dirs go with its stop (tests and the lab make many namespaces);
+    the host's stay. Tor's DataDirectory (under paths.lib) is kept: it makes the next start warm.
+    """
+    if p.run.name.startswith("netns-"):
+        shutil.rmtree(p.daemon, ignore_errors=True)
+        shutil.rmtree(p.run, ignore_errors=True)

@@ -1,0 +1,186 @@
+"""status, verify, rules, newnym, myip: read what is in force, change nothing."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict
+
+from netspectre import backends, probes, state, sysctl
+from netspectre.backends import Firewall
+from netspectre.commands import Context, require_root
+from netspectre.commands.lifecycle import plan_for
+from netspectre.errors import Error, StateError
+from netspectre.findings import Finding
+from netspectre.paths import Paths
+from netspectre.plan import Plan
+from netspectre.reports import (
+    Checks,
+    ExitReport,
+    IdleStatus,
+    Lockdown,
+    NewnymReport,
+    Status,
+)
+from netspectre.state import Phase, State
+from netspectre.tor import running
+from netspectre.tor.record import Endpoints, digest
+
+IPV6_ALL = f"{sysctl.IPV6_CONF}/all/disable_ipv6"
+RESTART = "sudo netspectre restart"
+
+
+def endpoints(ctx: Context, current: State | None) -> Endpoints:
+    """Where the Tor in force listens: as recorded; the config's only when nothing is."""
+    if current is not None and current.tor is not None:
+        return current.tor.endpoints
+    return Endpoints.of(ctx.config)
+
+
+def status(ctx: Context) -> Status | IdleStatus:
+    require_root("status")
+    p = ctx.paths
+    current = state.load_current(p.state)
+    if current is None:
+        leftovers = tuple(f.backend.value for f in backends.everywhere(runner=ctx.runner)
+                          if _safe_present(f))
+        return IdleStatus(leftover_rules=leftovers, lockdown=lockdown(p),
+                          tor=running.status(endpoints(ctx, None), p, None))
+    firewall = backends.open(current.backend, ctx.runner)
+    in_force = firewall.present()
+    return Status(
+        active=current.phase is Phase.ACTIVE and in_force,
+        phase=current.phase.value,
+        backend=current.backend.value,
+        since=current.since,
+        ruleset_in_force=in_force,
+        policy=current.policy,
+        counters=firewall.counters() if in_force else {},
+        ipv6_disabled=sysctl.read([IPV6_ALL]).get(IPV6_ALL) == "1",
+        tor=running.status(endpoints(ctx, current), p, current.tor),
+        config_differs=config_differs(ctx, current),
+    )
+
+
+def config_differs(ctx: Context, current: State) -> str:
+    """"" when the config on disk gives the plan in force, else what differs, in words."""
+    if not current.plan_digest:
+        return ""  # recorded by a netspectre that did not record its plan
+    try:
+        _, plan = plan_for(ctx)
+    except Error as exc:
+        return f"the config on disk cannot be used ({exc.message}); what is in force stays"
+    if plan.digest() == current.plan_digest:
+        return ""
+    return "the config on disk differs from what is in force (" + ", ".join(
+        _differences(plan, current)) + f"): run `{RESTART}` to apply it"
+
+
+def _differences(plan: Plan, current: State) -> list[str]:
+    parts = []
+    if plan.policy.summary() != current.policy:
+        parts.append("firewall")
+    record = current.tor
+    if record is not None and asdict(plan.endpoints) != asdict(record.endpoints):
+        parts.append("tor ports")
+    if record is not None and plan.torrc is not None and record.torrc_sha256 != digest(
+            plan.torrc):
+        parts.append("torrc")
+    return parts or ["firewall"]  # a LAN range past the recorded summary's first 16
+
+
+def _safe_present(firewall: Firewall) -> bool:
+    try:
+        return firewall.present()
+    except Error:
+        return False
+
+
+def lockdown(p: Paths) -> Lockdown | None:
+    try:
+        data = state.load_lockdown(p.lockdown)
+    except StateError as exc:
+        return Lockdown(reason=exc.message)
+    if data is None:
+        return None
+    since = data.get("since")
+    return Lockdown(reason=str(data.get("reason", "")),
+                    since=float(since) if isinstance(since, int | float) else None)
+
+
+def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Checks:
+    """The live self-test: the ruleset in force is the policy, the IPv6 sysctls, Tor's ports,
+    then real leak probes (probes.py) and the exit check through Tor."""
+    require_root("verify")
+    config, p = ctx.config, ctx.paths
+    current = state.load_current(p.state)
+    found: list[Finding] = []
+    active = current is not None and current.phase is Phase.ACTIVE
+    found.append(Finding("state: active", active,
+                         "no state" if current is None else current.phase.value,
+                         "sudo netspectre start"))
+    _, plan = plan_for(ctx)
+    policy = plan.policy
+    if current is not None:
+        differs = config_differs(ctx, current)
+        if differs:
+            found.append(Finding("config on disk is what is in force", False, differs, RESTART))
+        firewall = backends.open(current.backend, ctx.runner)
+        live, want = firewall.listing(), firewall.expected(policy)
+        found.append(Finding(f"ruleset in force equals the policy ({current.backend.value})",
+                             live == want, "" if live == want else _first_difference(want, live),
+                             RESTART))
+        if policy.disable_ipv6:
+            values = sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
+            on = sorted(k.split("/")[-2] for k, v in values.items() if v != "1")
+            found.append(Finding("IPv6 disabled on every interface", not on,
+                                 "enabled on: " + ", ".join(on) if on else "", RESTART))
+    tor = running.status(endpoints(ctx, current), p, current.tor if current else None)
+    fix = f"sudo netspectre status; {RESTART}"
+    found.append(Finding("trans port listening", tor.trans_port_listening, "", fix))
+    found.append(Finding("dns port listening", tor.dns_port_listening, "", fix))
+    if probe and current is not None:
+        v = config.verify
+        battery = probes.battery(v.target4, v.target6, v.lan_dns)
+        firewall = backends.open(current.backend, ctx.runner)
+        found += probes.run(battery, v.timeout, firewall.counters, config.tor.virtual_network)
+    if exit_check:
+        try:
+            seen = myip(ctx)
+        except Error as exc:
+            found.append(Finding("exit check through Tor", False, exc.message, exc.hint or ""))
+        else:
+            found.append(Finding("exit check through Tor", seen.is_tor,
+                                 f"exit {seen.ip}, IsTor {seen.is_tor}",
+                                 "netspectre myip"))
+    return Checks(tuple(found))
+
+
+def _first_difference(want: str, live: str) -> str:
+    diff = [d for d in difflib.unified_diff(want.splitlines(), live.splitlines(), lineterm="",
+                                            n=0) if d[:1] in "+-" and d[:3] not in ("+++", "---")]
+    return "; ".join(diff[:4])
+
+
+def rules(ctx: Context, backend_name: str | None) -> str:
+    """What `start` would apply, rendered for a fresh system; needs no root, applies nothing."""
+    config = ctx.config
+    _, plan = plan_for(ctx)
+    wanted = backend_name or str(config.firewall.backend)
+    backend = backends.offline(wanted)
+    firewall = (backends.open(backend, ctx.runner) if backend is not None
+                else backends.detect(wanted, ctx.runner)[0])
+    scripts = firewall.render(plan.policy, fresh=True)
+    return "".join(f"# {' '.join(s.argv)}\n{s.text}" for s in scripts)
+
+
+def newnym(ctx: Context) -> NewnymReport:
+    require_root("newnym")
+    return running.newnym(endpoints(ctx, state.load_current(ctx.paths.state)), ctx.paths)
+
+
+def myip(ctx: Context) -> ExitReport:
+    try:
+        current = state.load_current(ctx.paths.state)
+    except (StateError, OSError):  # not root, or no state: ask the configured tor
+        current = None
+    return running.myip(ctx.config, endpoints(ctx, current))
