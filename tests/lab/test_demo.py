@@ -218,3 +218,13 @@ def test_config_keeps_the_lab_table_for_the_lab_spec() -> None:
     cfg = config.parse('[lab]\nprefix = "nsdemo-"\nexits = 2\n')
     spec = from_mapping(cfg.lab)
     assert spec.prefix == "nsdemo-" and spec.exits == 2
+
+
+def test_a_demo_step_is_a_finding_with_the_demos_json_shape() -> None:
+    """`lab demo --json` keeps its row shape (key order included) on top of the one Finding."""
+    f = checks.check("myip", True, 0.12345, "exit 203.0.113.31", {"IP": "203.0.113.31"})
+    assert (f.check, f.ok, f.detail, f.verdict) == ("myip", True, "exit 203.0.113.31", "PASS")
+    assert json.dumps(checks.row(f)) == json.dumps({
+        "key": "myip", "title": "exit check (myip)", "verdict": "PASS", "ok": True,
+        "seconds": 0.123, "evidence": "exit 203.0.113.31", "data": {"IP": "203.0.113.31"}})
+    assert checks.row(checks.check("stop", None, 0.0, "not run"))["verdict"] == "SKIP"

@@ -1,14 +1,15 @@
 """What `lab demo` checks and how it judges the evidence: the plan (each check and what it
-proves), the leak probes, and the verdict on each result. Pure: results in, Check out.
+proves), the leak probes, and the verdict on each result. Pure: results in, Finding out.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from netspectre.findings import Finding
 from netspectre.lab.info import LabInfo
 from netspectre.lab.lifecycle import ECHO_NAME
 from netspectre.lab.spec import Layout
@@ -16,22 +17,20 @@ from netspectre.lab.spec import Layout
 WHOAMI = "resolver.test"  # the lab's DNS answers it with the address the query arrived on
 
 
-@dataclass(frozen=True)
-class Check:
-    key: str
-    title: str
-    ok: bool | None  # None: not run, because a step it needs failed
-    seconds: float
-    evidence: str
-    data: dict[str, Any] = field(default_factory=dict)
+def check(key: str, ok: bool | None, seconds: float, evidence: str,
+          data: dict[str, Any] | None = None) -> Finding:
+    """A demo step's verdict, as the one finding type: check is the step's key (PLAN), detail
+    its evidence; the step's time and raw evidence ride along. ok None: not run, because a step
+    it needs failed."""
+    return Finding(key, ok, evidence, extra={"seconds": seconds, "data": data or {}})
 
-    @property
-    def verdict(self) -> str:
-        return {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "title": self.title, "verdict": self.verdict, "ok": self.ok,
-                "seconds": round(self.seconds, 3), "evidence": self.evidence, "data": self.data}
+def row(f: Finding) -> dict[str, Any]:
+    """A demo step as the demo's JSON has always shown it (`lab demo --json`, a stable shape:
+    key, title, verdict, ok, seconds, evidence, data): not Finding.to_json's."""
+    return {"key": f.check, "title": TITLES[f.check], "verdict": f.verdict, "ok": f.ok,
+            "seconds": round(float(f.extra["seconds"]), 3), "evidence": f.detail,
+            "data": f.extra["data"]}
 
 
 # (key, title, what a PASS proves) in the order the demo runs them.

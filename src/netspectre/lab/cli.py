@@ -137,7 +137,7 @@ def _demo_summary(data: dict[str, Any]) -> str:
 
 
 def _demo(out: Output, spec: LabSpec, backend: str | None, keep: bool) -> int:
-    from netspectre.lab import demo
+    from netspectre.lab import checks, demo
 
     demo.require(spec)
     if not out.json:
@@ -145,7 +145,7 @@ def _demo(out: Output, spec: LabSpec, backend: str | None, keep: bool) -> int:
 
     def on_check(c: Any) -> None:
         if not out.json:
-            out.report({}, check_line(c.as_dict()))
+            out.report({}, check_line(checks.row(c)))
 
     def on_step(message: str, seconds: float) -> None:
         if not out.json:
