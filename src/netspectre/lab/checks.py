@@ -11,8 +11,7 @@ from typing import Any
 
 from netspectre.findings import Finding
 from netspectre.lab.info import LabInfo
-from netspectre.lab.lifecycle import ECHO_NAME
-from netspectre.lab.spec import Layout
+from netspectre.lab.spec import ECHO_NAME, Layout
 
 WHOAMI = "resolver.test"  # the lab's DNS answers it with the address the query arrived on
 

@@ -23,6 +23,7 @@ OR_PORT = 9001
 DIR_PORT = 9030
 WEB_PORT = 80
 DNS_PORT = 53
+ECHO_NAME = "echo.test"  # the lab's DNS answers it with the web server's addresses
 ONION_PORT = 80
 
 RUN_ROOT = Path("/run/netspectre-lab")

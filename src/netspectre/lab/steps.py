@@ -21,7 +21,7 @@ from netspectre.errors import Error
 from netspectre.findings import Finding
 from netspectre.lab import capture, checks, clientns, lifecycle, network, processes
 from netspectre.lab.info import LabInfo
-from netspectre.lab.spec import LabSpec
+from netspectre.lab.spec import ECHO_NAME, LabSpec
 from netspectre.tor.protocol import BootstrapEvent
 
 ONION_TIMEOUT = 60.0
@@ -154,7 +154,7 @@ def dns(st: DemoState) -> None:
     lay = st.lab.layout
     t0 = time.monotonic()
     echo, whoami = clientns.probes(st.spec.client_ns, [
-        {"kind": "dns", "server": str(lay.resolver4), "name": lifecycle.ECHO_NAME,
+        {"kind": "dns", "server": str(lay.resolver4), "name": ECHO_NAME,
          "timeout": 15},
         {"kind": "dns", "server": str(lay.resolver4), "name": checks.WHOAMI, "timeout": 15},
     ])
