@@ -22,9 +22,11 @@ from typing import Any
 
 import pytest
 
-from netspectre import state
+from netspectre import config, state
+from netspectre.backends import Backend
 from netspectre.paths import Paths
 from netspectre.tor import users
+from netspectre.tor.record import Endpoints, TorRecord
 from tests.support import netns
 from tests.support.netns import Netns
 
@@ -79,8 +81,9 @@ class Doc:
 
     def write_state(self, **changes: Any) -> None:
         self.paths.run.mkdir(mode=0o700, parents=True, exist_ok=True)
-        record = state.State(phase=state.Phase.ACTIVE, backend="nft", since=time.time(),
-                             boot_id=state.boot_id(), tor={"mode": "managed"})
+        record = state.State(phase=state.Phase.ACTIVE, backend=Backend.NFT, since=time.time(),
+                             boot_id=state.boot_id(),
+                             tor=TorRecord(Endpoints.of(config.Config())))
         state.save(self.paths.state, record.with_(**changes))
 
     def apply_our_table(self) -> None:
@@ -157,7 +160,7 @@ def test_real_tor_not_bootstrapped_and_system_mode(doc: Doc) -> None:
         users.resolve("auto")
     except Exception:
         pytest.skip("no tor account on this machine")
-    from netspectre.tor import service
+    from netspectre.tor import managed
 
     cfg_path = doc.config(f'[tor]\ntorrc_extra = ["TestingTorNetwork 1", "{AUTHORITY}"]\n')
     control = doc.paths.daemon / "control"
@@ -171,13 +174,14 @@ def test_real_tor_not_bootstrapped_and_system_mode(doc: Doc) -> None:
     launch = subprocess.run(
         doc.ns.argv([sys.executable, "-c",
                      "import json\n"
-                     "from netspectre import commands, config, paths\n"
+                     "from netspectre import config, facts as F, paths, plan, system\n"
                      f"cfg = config.load({str(cfg_path)!r})\n"
                      "p = paths.detect()\n"
-                     "facts = commands.probe(cfg)\n"
-                     "from netspectre.tor import service\n"
-                     "service.preflight(cfg, p, facts)\n"
-                     "print(json.dumps(service.launch(cfg, p, facts)))\n"]),
+                     "facts = F.gather(cfg)\n"
+                     "pl = plan.derive(cfg, facts, p, which=system.which)\n"
+                     "from netspectre.tor import managed\n"
+                     "managed.preflight(cfg, p, pl)\n"
+                     "print(json.dumps(managed.launch(cfg, p, pl, facts).to_json()))\n"]),
         env=doc.env(), capture_output=True, text=True, timeout=60)
     assert launch.returncode == 0, launch.stderr
     record = json.loads(launch.stdout)
@@ -198,7 +202,8 @@ def test_real_tor_not_bootstrapped_and_system_mode(doc: Doc) -> None:
         assert check(ports, "port 9040/tcp")["ok"] is True
         assert "netspectre's tor" in check(ports, "port 9040/tcp")["detail"]
     finally:
-        service.stop(record, doc.paths)
+        managed.stop(TorRecord.from_json(record, fallback=Endpoints.of(config.load(str(cfg_path)))),
+                     doc.paths)
 
 
 def test_active_without_tor_says_the_kill_switch_holds(doc: Doc) -> None:

@@ -31,11 +31,14 @@ import pytest
 from netspectre import config
 from netspectre.errors import ConfigError, TorError
 from netspectre.paths import Paths
+from netspectre.plan import derive
 from netspectre.policy import HostFacts
-from netspectre.tor import process, service, users
+from netspectre.tor import bootstrap, connect, process, running, users
+from netspectre.tor import managed as tor_managed
 from netspectre.tor.control import Controller
 from netspectre.tor.layout import Files
 from netspectre.tor.protocol import BootstrapEvent, parse_bootstrap
+from netspectre.tor.record import Endpoints, TorRecord
 
 pytestmark = pytest.mark.root
 
@@ -90,12 +93,17 @@ class Env:
             "from netspectre import config as C, paths as P\n"
             "from netspectre.errors import Error\n"
             "from netspectre.policy import HostFacts\n"
-            "from netspectre.tor import service, users\n"
+            "from netspectre import plan as PL, system as S\n"
+            "from netspectre.tor import connect, managed, running, users\n"
+            "from netspectre.tor.record import Endpoints, TorRecord\n"
             f"cfg = C.parse(open({str(cfg_path or self.cfg_path)!r}).read(), "
             f"path={str(cfg_path or self.cfg_path)!r})\n"
             "p = P.detect()\n"
             "name, uid = users.resolve(cfg.tor.user)\n"
             "facts = HostFacts(tor_uid=uid, tor_user=name)\n"
+            "plan = PL.derive(cfg, facts, p, which=S.which)\n"
+            "end = Endpoints.of(cfg)\n"
+            "rec = lambda d: TorRecord.from_json(d, fallback=end)\n"
             "out = lambda v: print(json.dumps(v))\n"
         )
         env = dict(os.environ, PYTHONPATH=str(SRC), NETSPECTRE_RUN_DIR=str(self.paths.run),
@@ -141,7 +149,7 @@ def env() -> Iterator[Env]:
 
 def control_answers(paths: Paths) -> bool:
     try:
-        with service._managed_controller(paths, timeout=1.0) as ctl:
+        with connect.managed_controller(paths, timeout=1.0) as ctl:
             ctl.getinfo("version")
         return True
     except TorError:
@@ -160,12 +168,13 @@ def wait_until(predicate: Any, timeout: float, what: str) -> float:
 @pytest.fixture(scope="module")
 def managed(env: Env) -> Iterator[dict[str, Any]]:
     record: dict[str, Any] = env.in_ns(
-        "service.preflight(cfg, p, facts)\nout(service.launch(cfg, p, facts))")
+        "managed.preflight(cfg, p, plan)\nout(managed.launch(cfg, p, plan, facts).to_json())")
     try:
         wait_until(lambda: control_answers(env.paths), 30, "tor's control socket")
         yield record
     finally:
-        service.stop(record, env.paths)
+        tor_managed.stop(TorRecord.from_json(record, fallback=Endpoints.of(env.config)),
+                         env.paths)
 
 
 def test_control_authenticate_getinfo_getconf(env: Env, managed: dict[str, Any]) -> None:
@@ -199,8 +208,8 @@ def test_control_authenticate_getinfo_getconf(env: Env, managed: dict[str, Any])
 
 
 def test_newnym_reports_the_rate_limit(env: Env, managed: dict[str, Any]) -> None:
-    first = service.newnym(env.config, env.paths)
-    second = service.newnym(env.config, env.paths)
+    first = running.newnym(Endpoints.of(env.config), env.paths).to_json()
+    second = running.newnym(Endpoints.of(env.config), env.paths).to_json()
     assert first["accepted"] and not first["rate_limited"]
     assert second["rate_limited"] and 1 <= second["delay_seconds"] <= 10
     assert "rate-limits NEWNYM" in second["message"]
@@ -209,13 +218,14 @@ def test_newnym_reports_the_rate_limit(env: Env, managed: dict[str, Any]) -> Non
 def test_bootstrap_timeout_names_the_last_phase(env: Env, managed: dict[str, Any]) -> None:
     events: list[BootstrapEvent] = []
     with pytest.raises(TorError, match=r"within 2 s; last phase \d+ %") as err:
-        service.wait_bootstrap(env.config, env.paths, events.append)
+        bootstrap.wait(Endpoints.of(env.config), env.paths, events.append,
+                       timeout=env.config.tor.bootstrap_timeout)
     assert events and events[0].progress < 100
     assert err.value.hint is not None and "traffic is blocked" in err.value.hint
 
 
 def test_status_in_the_namespace(env: Env, managed: dict[str, Any]) -> None:
-    status = env.in_ns(f"out(service.status(cfg, p, {managed!r}))")
+    status = env.in_ns(f"out(running.status(end, p, rec({managed!r})).to_json())")
     assert status["running"] and status["supervisor_running"] and status["up"]
     assert status["trans_port_listening"] and status["dns_port_listening"]
     assert status["bootstrap"] is not None and status["bootstrap"] < 100
@@ -224,7 +234,7 @@ def test_status_in_the_namespace(env: Env, managed: dict[str, Any]) -> None:
 
 def test_myip_fails_clearly_without_a_network(env: Env, managed: dict[str, Any]) -> None:
     result = env.in_ns(
-        "try:\n    out(service.myip(cfg, p))\n"
+        "try:\n    out(running.myip(cfg, end).to_json())\n"
         "except Error as e:\n    out({'error': e.message, 'hint': e.hint})\n"
     )
     assert result["error"].startswith("no exit-check service answered through Tor")
@@ -264,7 +274,7 @@ def test_status_while_tor_is_down_and_the_supervisor_stalled(
     try:
         os.kill(found["tor"], signal.SIGKILL)
         wait_until(lambda: not process.alive(found["tor"]), 5, "tor to die")
-        status = env.in_ns(f"out(service.status(cfg, p, {managed!r}))")
+        status = env.in_ns(f"out(running.status(end, p, rec({managed!r})).to_json())")
         assert not status["up"] and not status["running"]
         assert status["message"].startswith("Tor is down — traffic blocked")
     finally:
@@ -281,13 +291,13 @@ def test_stop_without_record_ends_only_ours(env: Env, managed: dict[str, Any]) -
         wait_until(lambda: not process.alive(found["supervisor"]), 5, "the supervisor to die")
         assert process.ours(files) == {"tor": found["tor"]}
         process.write_pid(files.tor_pid, decoy.pid)  # and a stale pid file naming a stranger
-        service.stop(None, env.paths)  # finds tor through tor's own PidFile
+        tor_managed.stop(None, env.paths)  # finds tor through tor's own PidFile
         assert decoy.poll() is None, "stop killed a process that is not ours"
         assert not process.alive(found["supervisor"]) and not process.alive(found["tor"])
         assert process.ours(files) == {}
         assert not files.supervisor_pid.exists()
         assert any(files.data.iterdir()), "the DataDirectory stays for a warm start"
-        service.stop(None, env.paths)  # again: nothing to do, no error
+        tor_managed.stop(None, env.paths)  # again: nothing to do, no error
     finally:
         decoy.kill()
         decoy.wait()
@@ -299,7 +309,7 @@ def test_preflight_reports_a_port_clash(env: Env) -> None:
     result = env.in_ns(
         "import socket\n"
         "s = socket.create_server(('127.0.0.1', 19140))\n"
-        "try:\n    service.preflight(cfg, p, facts)\n    out({})\n"
+        "try:\n    managed.preflight(cfg, p, plan)\n    out({})\n"
         "except Error as e:\n    out({'error': e.message, 'hint': e.hint})\n",
         cfg_path=other,
     )
@@ -315,7 +325,7 @@ def test_preflight_runs_tor_verify_config(env: Env) -> None:
     )
     facts = HostFacts(tor_uid=0, tor_user=users.resolve("auto")[0])
     with pytest.raises(ConfigError, match="tor rejects the generated torrc.*NoSuchOption"):
-        service.preflight(bad, env.paths, facts)
+        tor_managed.preflight(bad, env.paths, derive(bad, facts, env.paths))
 
 
 @pytest.mark.parametrize("golden", sorted(p.name for p in GOLDEN.glob("*.torrc")))
@@ -365,8 +375,8 @@ def test_system_mode_reads_the_running_tor(env: Env, complete: bool) -> None:
     try:
         wait_until(lambda: (home / "control").exists(), 30, "the system tor's control socket")
         result = env.in_ns(
-            "try:\n    service.preflight(cfg, p, facts)\n"
-            "    out({'proxy': service._socks_proxy(cfg, p)})\n"
+            "try:\n    managed.preflight(cfg, p, plan)\n"
+            "    out({'proxy': connect.socks_proxy(end)})\n"
             "except Error as e:\n    out({'error': e.message, 'hint': e.hint})\n",
             cfg_path=cfg,
         )

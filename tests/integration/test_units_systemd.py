@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from netspectre import commands, paths, units
+from netspectre import paths, units
+from netspectre.commands import Context, boot
 from netspectre.config import Config
 from netspectre.errors import Error
 
@@ -58,8 +59,8 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
 def test_enable_then_disable_in_a_throwaway_root(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    ctx = commands.Context(config=Config(), paths=paths.detect())
-    data = commands.enable(ctx, root=str(tmp_path))
+    ctx = Context(config=Config(), paths=paths.detect())
+    data = boot.enable(ctx, root=str(tmp_path)).to_json()
     unit = tmp_path / units.UNIT_DIR / units.UNIT
     link = tmp_path / units.UNIT_DIR / "sysinit.target.wants" / units.UNIT
     assert data["unit"] == [str(unit)]
@@ -67,7 +68,7 @@ def test_enable_then_disable_in_a_throwaway_root(tmp_path: Path) -> None:
     state = subprocess.run(["systemctl", f"--root={tmp_path}", "is-enabled", units.UNIT],
                            capture_output=True, text=True)
     assert state.stdout.strip() == "enabled"
-    data = commands.disable(ctx, root=str(tmp_path))
+    data = boot.disable(ctx, root=str(tmp_path)).to_json()
     assert data["removed"] == [str(unit)]
     assert not link.exists() and not link.is_symlink() and not unit.exists()
     leftovers = [p for p in tmp_path.rglob("*") if not p.is_dir()]
@@ -80,9 +81,9 @@ def test_enable_refuses_a_command_that_cannot_run_at_boot(tmp_path: Path) -> Non
     checkout run through PYTHONPATH): the unit would fail at boot, so enable writes nothing."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    ctx = commands.Context(config=Config(), paths=paths.detect())
+    ctx = Context(config=Config(), paths=paths.detect())
     with pytest.raises(Error) as raised:
-        commands.enable(ctx, root=str(tmp_path), command=[sys.executable, "-S", "-m",
+        boot.enable(ctx, root=str(tmp_path), command=[sys.executable, "-S", "-m",
                                                            "netspectre"])
     assert "fails without your environment" in raised.value.message
     assert "No module named netspectre" in raised.value.message

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from netspectre import config
+from netspectre.backends import Backend
 from netspectre.doctor import dns, facts, leftovers, network, tor
-from netspectre.doctor.findings import Finding, install
+from netspectre.doctor.findings import install
+from netspectre.findings import Finding
 from netspectre.state import Phase, State
 from netspectre.tor.protocol import BootstrapEvent
 
@@ -16,7 +18,7 @@ BOOT = "b00t"
 
 
 def st(phase: Phase = Phase.ACTIVE, boot: str = BOOT, backend: str = "nft") -> State:
-    return State(phase=phase, backend=backend, since=1000.0, boot_id=boot)
+    return State(phase=phase, backend=Backend(backend), since=1000.0, boot_id=boot)
 
 
 def sf(**kw: object) -> leftovers.StateFacts:
