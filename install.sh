@@ -151,9 +151,27 @@ install_deps() {
 
 # --- install -----------------------------------------------------------------------------------
 
-pick_python() {
-  local py=${PYTHON:-}
-  [ -n "$py" ] || py=$(command -v python3 || true)
+DISTRO_PYTHON=/usr/bin/python3  # what apt, pacman and dnf install (python3 / python)
+
+is_distro_python() {  # is $1 the package manager's interpreter (and so fits its python3-*-whl)?
+  [ -x "$DISTRO_PYTHON" ] && [ "$(readlink -f "$1")" = "$(readlink -f "$DISTRO_PYTHON")" ]
+}
+
+pick_python() {  # pick_python DEPS: PYTHON if set, else the distro's, else python3 on PATH
+  local py=${PYTHON:-} onpath
+  onpath=$(command -v python3 || true)
+  if [ -z "$py" ] && [ -x "$DISTRO_PYTHON" ]; then
+    # pyenv/conda first on PATH is someone's shell setup, not the system's: a venv of it would
+    # meet Debian's setuptools wheel (AttributeError: install_layout) and outlive its upgrades.
+    py=$DISTRO_PYTHON
+    if [ -n "$onpath" ] && ! is_distro_python "$onpath"; then
+      say "python3 on PATH is $onpath, not the distro's: using $py (set PYTHON= to choose)" >&2
+    fi
+  elif [ -z "$py" ] && [ "$1" = 1 ]; then
+    die 5 "the package manager's python3 is not at $DISTRO_PYTHON" \
+      "set PYTHON=/path/to/the/distro/python3 (not pyenv/conda), then run this again"
+  fi
+  [ -n "$py" ] || py=$onpath
   [ -n "$py" ] || die 5 "python3 not found" "install python3 >= 3.11 (or run without --no-deps)"
   "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die 5 "$py is Python $("$py" -c 'import platform; print(platform.python_version())'), netspectre needs >= 3.11" \
@@ -196,9 +214,10 @@ install_package() {
       | tar -C "$STAGE" -xf -
     if can_build_offline; then
       how=(--no-build-isolation "$STAGE")
-    elif compgen -G "$wheels/setuptools-*.whl" >/dev/null && compgen -G "$wheels/wheel-*.whl" >/dev/null; then
+    elif is_distro_python "$py" && compgen -G "$wheels/setuptools-*.whl" >/dev/null \
+         && compgen -G "$wheels/wheel-*.whl" >/dev/null; then
       how=(--no-index --find-links "$wheels" "$STAGE")  # Debian/Ubuntu's python3-*-whl
-    else
+    else  # (Debian's setuptools wheel fails under any other interpreter: install_layout)
       how=("$STAGE")  # pip fetches setuptools for the build: PyPI, or your PIP_FIND_LINKS
     fi
   fi
@@ -215,7 +234,7 @@ do_install() {
   local target
   for target in "$BIN" "$MAN" "$BASH_COMPLETION" "$ZSH_COMPLETION"; do claim "$target"; done
   if [ "$deps" = 1 ]; then install_deps; else say "--no-deps: not installing tor, nftables, python3"; fi
-  py=$(pick_python)
+  py=$(pick_python "$deps")
 
   if [ -d "$PREFIX" ] && [ ! -f "$MANIFEST" ] && [ -n "$(ls -A "$PREFIX")" ]; then
     die 1 "$PREFIX exists and was not created by install.sh" "move it away, then run this again"

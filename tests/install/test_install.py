@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,33 @@ def test_the_leftover_check_catches_strays(tmp_path: Path) -> None:
     assert "deleted from the host image: /etc/hostname" in found
     assert any(line.startswith("changed directory: /etc ") for line in found)
     assert not [line for line in found if "/var/cache" in line or line.endswith("/usr/local/bin")]
+
+
+def _foreign_python() -> str:
+    """A python3 that is not the distro's: this test's own interpreter when it is one (pyenv,
+    conda, a source build), else the distro's under another name (still caught by the log)."""
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if base.is_file() and base.resolve() != Path("/usr/bin/python3").resolve():
+        return str(base)
+    return "/usr/bin/python3"
+
+
+def test_a_foreign_python3_first_on_path_is_not_used(root: ThrowawayRoot) -> None:
+    """pyenv/conda python3 first on PATH: install.sh builds with the distro's /usr/bin/python3
+    (a foreign interpreter with Debian's setuptools wheel dies in pip: `install_layout`).
+    Built from the checkout, the way that crashed, when the distro's build wheels are there."""
+    root.ok("mkdir -p /usr/local/bin && printf '%s\\n' '#!/bin/sh' "
+            "'echo \"$0 $*\" >> /tmp/foreign-python.log' "
+            f"'exec {_foreign_python()} \"$@\"' > /usr/local/bin/python3 && "
+            "chmod +x /usr/local/bin/python3")
+    assert root.ok("command -v python3").stdout.strip() == "/usr/local/bin/python3"
+    offline = (list(DISTRO_WHEELS.glob("setuptools-*.whl"))
+               and list(DISTRO_WHEELS.glob("wheel-*.whl")))
+    out = root.run("./install.sh --no-deps" if offline else f"./install.sh {WHEEL}")
+    assert out.returncode == 0, out
+    assert "creating /opt/netspectre/venv (/usr/bin/python3)" in out.stdout, out
+    assert "python3 on PATH is /usr/local/bin/python3, not the distro" in out.stderr, out
+    assert not exists(root, "/tmp/foreign-python.log"), \
+        root.run("cat /tmp/foreign-python.log").stdout
+    assert "home = /usr/bin" in root.ok("cat /opt/netspectre/venv/pyvenv.cfg").stdout
+    assert root.ok("cd / && netspectre --version").stdout.strip() == "netspectre 0.1.0"
