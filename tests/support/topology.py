@@ -11,10 +11,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +22,7 @@ from tests.support import netns
 from tests.support.netns import Agent, Capture, Netns, Packet, call_all
 
 HERE = Path(__file__).resolve().parent
+K = TypeVar("K", bound=Hashable)  # a probe's name: "tcp", or ("root", 80)
 SRC = HERE.parents[1] / "src"
 
 CLIENT_MAC, GW_MAC = "02:6e:73:00:00:02", "02:6e:73:00:00:01"
@@ -111,13 +112,14 @@ def run_netspectre(ns: Netns, config: Path | None, *args: str, timeout: float = 
 
 
 def write_config(path: Path, backend: str, *, lan: list[str] | None = None,
-                 allow_lan: bool = True, ipv6: str = "block", incoming: str = "block") -> Path:
+                 allow_lan: bool = True, ipv6: str = "block", incoming: str = "block",
+                 trans_port: int = TRANS_PORT) -> Path:
     lan = [LAN] if lan is None else lan
     path.write_text(
         "[tor]\n"
         'mode = "system"\n'
         f'user = "{TOR_USER}"\n'
-        f"trans_port = {TRANS_PORT}\n"
+        f"trans_port = {trans_port}\n"
         f"dns_port = {DNS_PORT}\n"
         "[firewall]\n"
         f'backend = "{backend}"\n'
@@ -163,9 +165,9 @@ class Topology:
     def guest_agent(self) -> Agent:
         return self.agents["guest"]
 
-    def probe(self, probes: dict[str, tuple[Agent, str, dict[str, Any]]]) -> dict[str, Any]:
+    def probe(self, probes: Mapping[K, tuple[Agent, str, dict[str, Any]]]) -> dict[K, Any]:
         """{name: (agent, op, args)} → {name: result}; every agent runs its share concurrently."""
-        by_agent: dict[int, tuple[Agent, list[tuple[str, dict[str, Any]]]]] = {}
+        by_agent: dict[int, tuple[Agent, list[tuple[K, dict[str, Any]]]]] = {}
         for name, (agent, op, args) in probes.items():
             by_agent.setdefault(id(agent), (agent, []))[1].append((name, {"op": op, **args}))
         groups = list(by_agent.values())
