@@ -17,6 +17,22 @@ def test_help_lists_every_command() -> None:
         assert cmd in proc.stdout
 
 
+def test_help_hides_the_internal_commands() -> None:
+    proc = run("--help")
+    assert "SUPPRESS" not in proc.stdout
+    for hidden in ("_supervise", "_man", "_completion", "_units"):
+        assert hidden not in proc.stdout
+
+
+def test_units_needs_an_explicit_root(tmp_path: Path) -> None:
+    """A typo must not write the running system's /etc/systemd/system."""
+    proc = run("_units", "--exec", "/usr/bin/netspectre")
+    assert proc.returncode == 2 and "--root" in proc.stderr and not proc.stdout
+    done = run("_units", "--root", str(tmp_path), "--exec", "/usr/bin/netspectre")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "etc/systemd/system/netspectre.service").is_file()
+
+
 def test_bad_config_is_one_line_with_exit_3(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[tor]\ntrans_port = 70000\n")
