@@ -30,7 +30,6 @@ from tests.support.harness import (
     assert_lab_only,
     poll,
     refused_fast,
-    show,
 )
 from tests.support.netns import (
     ACK,
@@ -47,6 +46,7 @@ from tests.support.netns import (
     Packet,
     missing_tools,
 )
+from tests.support.topology import show
 
 pytestmark = [pytest.mark.lab, pytest.mark.root]
 
@@ -507,7 +507,7 @@ def _until_through_tor(b: Bench, *, timeout: float) -> tuple[float, list[dict[st
         result["began"] = began
         attempts.append(result)
         if _json_or_none(result).get("IsTor") is True:
-            return began + result["elapsed"]
+            return began + float(result["elapsed"])
         return None
 
     done = poll(once, timeout=timeout, what="traffic through Tor again", pause=0.02,
@@ -634,6 +634,37 @@ def test_storm_through_restarts(bench: Bench) -> None:
     assert counts["root"]["rounds"] > RESTARTS, counts
     b.assert_no_leak(packets, what=f"during {RESTARTS} restarts ")
     assert_through_tor(b.info, after, "HTTP after the restarts")
+
+
+def test_restart_applies_a_changed_tor_config(bench: Bench) -> None:
+    """Issue 9: a changed TransPort takes effect with `restart`: our real tor is relaunched
+    with the new torrc behind the new ruleset, nothing leaves meanwhile, and TCP through the
+    new port reaches the web server from an exit."""
+    b = bench
+    cfg = b.config("nft")
+    moved = cfg.with_name("client-moved-transport.toml")
+    text = cfg.read_text()
+    assert text.count("[tor]\n") == 1, text
+    moved.write_text(text.replace("[tor]\n", "[tor]\ntrans_port = 9140\n"))
+    with b.active(cfg):
+        assert "config_differs" not in b.status(cfg)
+        assert "tor ports" in b.status(moved)["config_differs"]
+        cap = b.capture("restart-moved")
+        _storm_start(b, seconds=60)
+        try:
+            run = b.netspectre(moved, "restart")
+        finally:
+            counts = _storm_stop(b)
+        assert run.rc == 0, str(run)
+        assert run.data["tor_relaunched"] is True, run.data
+        status = b.status(moved)
+        assert status["policy"]["trans_port"] == 9140 and "config_differs" not in status
+        assert status["tor"]["up"] and status["tor"]["bootstrap"] == 100, status["tor"]
+        after = b.root.call("http", host=str(b.info.layout.web4))
+        packets = b.finish(cap)
+    b.assert_no_leak(packets, what="while restart moved the TransPort ")
+    assert counts["root"]["rounds"] > 0, counts
+    assert_through_tor(b.info, after, "HTTP through the new TransPort")
 
 
 def test_storm_through_stop_start(bench: Bench) -> None:
