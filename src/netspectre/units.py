@@ -19,6 +19,8 @@ import os
 import shlex
 from collections.abc import Sequence
 
+from netspectre import fsutil
+
 UNIT = "netspectre.service"
 UNIT_DIR = "etc/systemd/system"  # relative to the root: the administrator's unit directory
 
@@ -69,11 +71,7 @@ def install(root: str, command: Sequence[str]) -> list[str]:
     written = []
     for name, text in render(command).items():
         path = os.path.join(directory, name)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        fsutil.write_atomic(path, text, mode=0o644)
         written.append(path)
     return written
 
