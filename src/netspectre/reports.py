@@ -16,6 +16,14 @@ from netspectre.findings import Finding, all_ok
 Json = dict[str, Any]
 
 
+def ago(since: float, now: float) -> str:
+    """"1h05m ago", "3 d ago": how long ago a recorded time was, in words."""
+    seconds = max(0, int(now - since))
+    if seconds >= 86400:
+        return f"{seconds // 86400} d ago"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m ago"
+
+
 @dataclass(frozen=True)
 class StartReport:
     backend: str

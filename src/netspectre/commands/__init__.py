@@ -7,7 +7,6 @@ enable / disable; report.py: status, verify, rules, newnym, myip (read-only).
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 from netspectre import system
@@ -29,8 +28,3 @@ def require_root(command: str) -> None:
             f"`netspectre {command}` must run as root",
             f"run: sudo netspectre {command}",
         )
-
-
-def ago(since: float) -> str:
-    seconds = int(time.time() - since)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s ago"

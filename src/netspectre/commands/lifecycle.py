@@ -8,14 +8,14 @@ from collections.abc import Callable
 
 from netspectre import backends, ipv6, state, sysctl
 from netspectre.backends import Firewall
-from netspectre.commands import Context, ago, require_root
+from netspectre.commands import Context, require_root
 from netspectre.config import TorMode
 from netspectre.errors import CleanupFailed, Error, StateError
 from netspectre.facts import gather
 from netspectre.paths import Paths
 from netspectre.plan import Plan, derive
 from netspectre.policy import HostFacts, Policy
-from netspectre.reports import RestartReport, StartReport, StopReport
+from netspectre.reports import RestartReport, StartReport, StopReport, ago
 from netspectre.state import Phase, State
 from netspectre.tor import bootstrap, managed
 from netspectre.tor.protocol import BootstrapEvent
@@ -108,7 +108,7 @@ def start(ctx: Context, *, wait: bool = True, on_event: OnEvent | None = None,
         previous = state.load_current(p.state)
         if previous is not None and previous.phase is Phase.ACTIVE:
             raise StateError(
-                f"netspectre is already active (since {ago(previous.since)})",
+                f"netspectre is already active (since {ago(previous.since, time.time())})",
                 "use `netspectre restart` to apply a changed config, or `stop` first",
             )
         record, _ = converge(ctx, previous, plan, firewall, facts)

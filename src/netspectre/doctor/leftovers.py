@@ -10,6 +10,7 @@ from typing import Any
 
 from netspectre.doctor.findings import needs_root
 from netspectre.findings import Finding
+from netspectre.reports import ago
 from netspectre.state import Phase, State
 
 STOP = "sudo netspectre stop"
@@ -26,13 +27,6 @@ class StateFacts:
     lockdown_error: str = ""
     ipv6: Mapping[str, str] | None = None  # {"all": "1", "default": "1"} disable_ipv6 values
     now: float = 0.0
-
-
-def _ago(since: float, now: float) -> str:
-    seconds = max(0, int(now - since))
-    if seconds >= 86400:
-        return f"{seconds // 86400} d ago"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m ago"
 
 
 def current(facts: StateFacts) -> State | None:
@@ -59,7 +53,7 @@ def active(facts: StateFacts) -> Finding:
                        f"the state says active (backend {s.backend}) but its rules are not in "
                        "force: traffic is NOT protected", "sudo netspectre restart")
     return Finding(check, True,
-                   f"since {_ago(s.since, facts.now or time.time())}, backend {s.backend}")
+                   f"since {ago(s.since, facts.now or time.time())}, backend {s.backend}")
 
 
 def state(facts: StateFacts) -> Finding:
@@ -92,7 +86,7 @@ def state(facts: StateFacts) -> Finding:
         return Finding(check, False,
                        "a `stop` was interrupted (phase stopping): rules or sysctls may still be "
                        "in force", STOP)
-    return Finding(check, True, f"active, recorded {_ago(s.since, facts.now or time.time())}")
+    return Finding(check, True, f"active, recorded {ago(s.since, facts.now or time.time())}")
 
 
 def lockdown(facts: StateFacts) -> Finding:
@@ -106,7 +100,7 @@ def lockdown(facts: StateFacts) -> Finding:
         return Finding(check, True, "no lockdown")
     reason = str(facts.lockdown.get("reason") or "unknown reason")
     since = facts.lockdown.get("since")
-    when = (f" {_ago(float(since), facts.now or time.time())}"
+    when = (f" {ago(float(since), facts.now or time.time())}"
             if isinstance(since, int | float) else "")
     return Finding(
         check, False,
