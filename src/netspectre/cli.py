@@ -7,74 +7,13 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from netspectre import __version__
-from netspectre.backends import AUTO, CHOICES, Backend
-from netspectre.config import DEFAULT_PATH as DEFAULT_CONFIG
+from netspectre.cli_parser import parser as _parser
 from netspectre.errors import CleanupFailed, CommandFailed, Error, ExitStatus
 
 if TYPE_CHECKING:
     from netspectre.commands import Context
     from netspectre.config import Config
     from netspectre.tor.protocol import BootstrapEvent
-
-EPILOG = """\
-Every command that changes the system needs root. `rules` renders without applying.
-Configuration: /etc/netspectre/netspectre.toml (see README). Exit status 0 on success."""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="netspectre",
-        description="Force every packet through Tor (transparent proxy with a kill switch).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"netspectre {__version__}")
-    parser.add_argument("--config", metavar="PATH", help=f"config file (default {DEFAULT_CONFIG})")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--debug", action="store_true", help="log commands run; tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("start", help="torify the machine: firewall first, then Tor")
-    p.add_argument("--no-wait", action="store_true", help="return before Tor has bootstrapped")
-    p.add_argument("--boot", action="store_true",
-                   help="boot mode (the systemd unit): implies --no-wait; if start fails, "
-                        "the ruleset is applied anyway with no Tor behind it (fail closed)")
-    p = sub.add_parser("stop", help="stop Tor, remove our rules, restore sysctls")
-    p.add_argument("--force", action="store_true", help="clean up even if the state is unreadable")
-    p = sub.add_parser("restart", help="apply a changed config: the ruleset in one transaction "
-                                        "(no gap), Tor relaunched behind it if its torrc changed")
-    p.add_argument("--no-wait", action="store_true",
-                   help="return before a relaunched Tor has bootstrapped")
-    sub.add_parser("status", help="what is in force, counters, Tor's state")
-    p = sub.add_parser("rules", help="print the ruleset `start` would apply (no root needed)")
-    p.add_argument("--backend", choices=[c for c in CHOICES if c != AUTO])
-    sub.add_parser("myip", aliases=["check"], help="ask an exit-check service through Tor")
-    sub.add_parser("newnym", help="new circuits for new connections")
-    p = sub.add_parser("verify", help="live self-test: rules, leak probes, exit check")
-    p.add_argument("--no-probes", action="store_true", help="skip the leak probes")
-    p.add_argument("--no-myip", action="store_true", help="skip the exit check through Tor")
-    sub.add_parser("doctor", help="explain what is wrong, with the command that fixes it")
-    p = sub.add_parser("enable", help="protect from boot: install and enable the systemd unit")
-    p.add_argument("--now", action="store_true", help="also start now")
-    p = sub.add_parser("disable", help="no protection at boot (does not lift the firewall)")
-    p.add_argument("--now", action="store_true", help="also stop now")
-    lab = sub.add_parser("lab", help="a private Tor network in namespaces (offline demo)")
-    lab.add_argument("action", choices=["up", "down", "status", "demo", "shell"])
-    lab.add_argument("--backend", choices=[b.value for b in Backend],
-                     help="demo: the firewall backend netspectre uses in the client")
-    lab.add_argument("--keep", action="store_true", help="demo: leave the lab up afterwards")
-    # Hidden commands get no help=: argparse lists every subcommand that has one, even
-    # SUPPRESS (as "==SUPPRESS=="); docs.py skips `_name`s.
-    sub.add_parser("_supervise")
-    sub.add_parser("_man")  # the man page, from this parser
-    p = sub.add_parser("_completion")
-    p.add_argument("shell", choices=["bash", "zsh"])
-    p = sub.add_parser("_units")  # install.sh / the package: write the unit files
-    # Required: a typo must not write into the running system's /etc/systemd/system.
-    p.add_argument("--root", required=True, help="write under this root directory ('/' too)")
-    p.add_argument("--exec", dest="exec_path", help="the netspectre executable the unit runs")
-    return parser
-
 
 def _load_config(path: str | None) -> Config:
     from netspectre import config

@@ -25,11 +25,11 @@ EXE = str(Path(sys.executable).with_name("netspectre"))
 
 def _manpath(tmp: Path) -> dict[str, str]:
     """A MANPATH holding our generated page, so Documentation=man:netspectre(8) resolves."""
-    from netspectre import cli, docs
+    from netspectre import cli_parser, docs
 
     page = tmp / "man" / "man8" / "netspectre.8"
     page.parent.mkdir(parents=True)
-    page.write_text(docs.manpage(cli._parser()))
+    page.write_text(docs.manpage(cli_parser.parser()))
     return {**os.environ, "MANPATH": str(tmp / "man")}
 
 

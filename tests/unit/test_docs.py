@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from netspectre import cli, config, docs
+from netspectre import cli_parser, config, docs
 from netspectre.errors import ExitStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,9 +57,9 @@ def choices(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_the_walk_sees_the_cli() -> None:
-    commands = visible_commands(cli._parser())
+    commands = visible_commands(cli_parser.parser())
     assert {"start", "stop", "status", "rules", "myip", "check", "lab"} <= set(commands)
-    assert {"_man", "_completion", "_units", "_supervise"} <= hidden_commands(cli._parser())
+    assert {"_man", "_completion", "_units", "_supervise"} <= hidden_commands(cli_parser.parser())
 
 
 # --- man page -----------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ def man_sections(page: str) -> dict[str, str]:
 
 
 def test_manpage_documents_every_command_option_and_exit_status() -> None:
-    parser = cli._parser()
+    parser = cli_parser.parser()
     page = docs.manpage(parser)
     sections = man_sections(page)
     for name, sub in visible_commands(parser).items():
@@ -103,7 +103,7 @@ def test_manpage_documents_every_command_option_and_exit_status() -> None:
 
 def extended_parser() -> argparse.ArgumentParser:
     """The real parser plus a command nobody documented: the generator must pick it up."""
-    parser = cli._parser()
+    parser = cli_parser.parser()
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     p = action.add_parser("frobnicate", aliases=["frob"],
                           help=".starts with a dot, has a back\\slash and 'quotes' — and %(prog)s")
@@ -136,7 +136,7 @@ needs_groff = pytest.mark.skipif(
 
 
 @needs_groff
-@pytest.mark.parametrize("make", [cli._parser, extended_parser], ids=["cli", "extended"])
+@pytest.mark.parametrize("make", [cli_parser.parser, extended_parser], ids=["cli", "extended"])
 def test_groff_renders_the_page_without_warnings(make: object) -> None:
     assert callable(make)
     proc = groff(docs.manpage(make()), "-Tutf8", "-z")
@@ -157,9 +157,9 @@ def test_escaping_survives_groff() -> None:
 
 def test_cli_prints_the_generated_texts() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    for args, expected in ((["_man"], docs.manpage(cli._parser())),
-                           (["_completion", "bash"], docs.completion(cli._parser(), "bash")),
-                           (["_completion", "zsh"], docs.completion(cli._parser(), "zsh"))):
+    for args, expected in ((["_man"], docs.manpage(cli_parser.parser())),
+                           (["_completion", "bash"], docs.completion(cli_parser.parser(), "bash")),
+                           (["_completion", "zsh"], docs.completion(cli_parser.parser(), "zsh"))):
         proc = subprocess.run([sys.executable, "-m", "netspectre", *args], capture_output=True,
                               text=True, env=env, timeout=30)
         assert proc.returncode == 0, proc.stderr
@@ -168,7 +168,7 @@ def test_cli_prints_the_generated_texts() -> None:
 
 def test_unknown_shell() -> None:
     with pytest.raises(ValueError, match="fish"):
-        docs.completion(cli._parser(), "fish")
+        docs.completion(cli_parser.parser(), "fish")
 
 
 # --- bash completion ----------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_unknown_shell() -> None:
 @pytest.fixture(scope="module")
 def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("completion") / "netspectre"
-    path.write_text(docs.completion(cli._parser(), "bash"))
+    path.write_text(docs.completion(cli_parser.parser(), "bash"))
     return path
 
 
@@ -197,7 +197,7 @@ def test_bash_syntax(bash_script: Path) -> None:
 
 @pytest.mark.parametrize(("words", "expected"), [
     (["netspectre", "st"], {"start", "status", "stop"}),
-    (["netspectre", ""], set(visible_commands(cli._parser()))),
+    (["netspectre", ""], set(visible_commands(cli_parser.parser()))),
     (["netspectre", "lab", ""], {"up", "down", "status", "demo", "shell"}),
     (["netspectre", "lab", "--keep", "d"], {"down", "demo"}),
     (["netspectre", "lab", "up", ""], set()),  # one positional only
@@ -216,7 +216,7 @@ def test_bash_completes(bash_script: Path, words: list[str], expected: set[str])
 
 
 def test_bash_completes_every_option_of_every_command(bash_script: Path) -> None:
-    parser = cli._parser()
+    parser = cli_parser.parser()
     assert complete_bash(bash_script, "netspectre", "-") == option_strings(parser)
     for name, sub in visible_commands(parser).items():
         assert complete_bash(bash_script, "netspectre", name, "-") == option_strings(sub), name
@@ -234,7 +234,7 @@ needs_zsh = pytest.mark.skipif(shutil.which("zsh") is None,
 
 @needs_zsh
 def test_zsh_syntax_and_compdef(tmp_path: Path) -> None:
-    (tmp_path / "_netspectre").write_text(docs.completion(cli._parser(), "zsh"))
+    (tmp_path / "_netspectre").write_text(docs.completion(cli_parser.parser(), "zsh"))
     proc = subprocess.run(["zsh", "-n", str(tmp_path / "_netspectre")], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
@@ -247,7 +247,7 @@ def test_zsh_syntax_and_compdef(tmp_path: Path) -> None:
 
 
 def test_zsh_lists_every_command_and_option() -> None:
-    parser = cli._parser()
+    parser = cli_parser.parser()
     text = docs.completion(parser, "zsh")
     for name, sub in visible_commands(parser).items():
         assert f"'{name}:" in text, name  # offered as a command, with its help
