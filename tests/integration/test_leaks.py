@@ -423,7 +423,7 @@ def test_incoming(clean: Topology, backend: str, incoming: str, peer: str) -> No
     t = clean
     port = next(PORTS)
     t.root.call("listen", addr="0.0.0.0", port=port)
-    connect = {"dst": CLIENT4, "port": port, "bind": peer, "timeout": 0.5}
+    connect: dict[str, Any] = {"dst": CLIENT4, "port": port, "bind": peer, "timeout": 0.5}
     assert t.servers.call("tcp", **connect)["banner"] == f"SERVER {CLIENT4} {port}"
     active(t, backend, incoming=incoming)
     cap = t.capture()

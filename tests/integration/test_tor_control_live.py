@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from netspectre import config
+from netspectre import config, proc
 from netspectre.errors import ConfigError, TorError
 from netspectre.paths import Paths
 from netspectre.plan import derive
@@ -273,7 +273,7 @@ def test_status_while_tor_is_down_and_the_supervisor_stalled(
     os.kill(found["supervisor"], signal.SIGSTOP)
     try:
         os.kill(found["tor"], signal.SIGKILL)
-        wait_until(lambda: not process.alive(found["tor"]), 5, "tor to die")
+        wait_until(lambda: not proc.alive(found["tor"]), 5, "tor to die")
         status = env.in_ns(f"out(running.status(end, p, rec({managed!r})).to_json())")
         assert not status["up"] and not status["running"]
         assert status["message"].startswith("Tor is down — traffic blocked")
@@ -288,12 +288,12 @@ def test_stop_without_record_ends_only_ours(env: Env, managed: dict[str, Any]) -
     decoy = subprocess.Popen(["sleep", "60"])
     try:
         os.kill(found["supervisor"], signal.SIGKILL)  # a crashed supervisor: its tor lives on
-        wait_until(lambda: not process.alive(found["supervisor"]), 5, "the supervisor to die")
+        wait_until(lambda: not proc.alive(found["supervisor"]), 5, "the supervisor to die")
         assert process.ours(files) == {"tor": found["tor"]}
         process.write_pid(files.tor_pid, decoy.pid)  # and a stale pid file naming a stranger
         tor_managed.stop(None, env.paths)  # finds tor through tor's own PidFile
         assert decoy.poll() is None, "stop killed a process that is not ours"
-        assert not process.alive(found["supervisor"]) and not process.alive(found["tor"])
+        assert not proc.alive(found["supervisor"]) and not proc.alive(found["tor"])
         assert process.ours(files) == {}
         assert not files.supervisor_pid.exists()
         assert any(files.data.iterdir()), "the DataDirectory stays for a warm start"

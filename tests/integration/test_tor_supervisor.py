@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from netspectre import proc
 from netspectre.paths import Paths
 from netspectre.tor import process
 from netspectre.tor.layout import Files
@@ -73,10 +74,10 @@ def test_restarts_a_killed_tor_and_stops_it_on_sigterm(tmp_path: Path, files: Fi
         wait_until(lambda: process.read_pid(files.tor_pid) not in (None, first), 10, "a new tor")
         assert time.monotonic() - t0 < 2.0  # first backoff is 0.2 s
         second = process.read_pid(files.tor_pid)
-        assert second is not None and process.alive(second)
+        assert second is not None and proc.alive(second)
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(15) == 0
-        assert not process.alive(second)
+        assert not proc.alive(second)
         assert not files.tor_pid.exists() and not files.supervisor_pid.exists()
     finally:
         if sup.poll() is None:

@@ -24,6 +24,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 SO_ORIGINAL_DST = 80
@@ -255,7 +256,7 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
 # --- probes ---------------------------------------------------------------------------------
 
 
-def _timed(fn: Any) -> dict[str, Any]:
+def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     t0 = time.monotonic()
     try:
         result = fn()
@@ -318,7 +319,7 @@ def probe_dns(dst: str, name: str, port: int = 53, tcp: bool = False,
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -532,15 +533,27 @@ def op_batch(probes: list[dict[str, Any]]) -> list[Any]:
     return results
 
 
-OPS = {
+def _serving(serve: Callable[..., None]) -> Callable[..., dict[str, Any]]:
+    """A server op: start it (it runs in its own thread) and answer at once."""
+    def op(**kwargs: Any) -> dict[str, Any]:
+        serve(**kwargs)
+        return {"serving": True}
+    return op
+
+
+def op_fake_tor(trans_port: int, dns_port: int, answer: str) -> dict[str, Any]:
+    serve_tcp("127.0.0.1", trans_port, role="tor", fake_tor=True)
+    serve_udp("127.0.0.1", dns_port, role="tor-dns", answer=answer)
+    return {"serving": True}
+
+
+# Values of every shape (dicts, lists of probe results): the JSON line carries them as they are.
+OPS: dict[str, Callable[..., Any]] = {
     "ping": lambda: {"pong": True, "uid": os.getuid()},
-    "serve_tcp": lambda **k: (serve_tcp(**k), {"serving": True})[1],
-    "serve_udp": lambda **k: (serve_udp(**k), {"serving": True})[1],
-    "serve_dns_tcp": lambda **k: (serve_dns_tcp(**k), {"serving": True})[1],
-    "fake_tor": lambda trans_port, dns_port, answer: (
-        serve_tcp("127.0.0.1", trans_port, role="tor", fake_tor=True),
-        serve_udp("127.0.0.1", dns_port, role="tor-dns", answer=answer),
-        {"serving": True})[-1],
+    "serve_tcp": _serving(serve_tcp),
+    "serve_udp": _serving(serve_udp),
+    "serve_dns_tcp": _serving(serve_dns_tcp),
+    "fake_tor": op_fake_tor,
     "events": op_events,
     "tcp": probe_tcp,
     "udp": probe_udp,

@@ -204,7 +204,7 @@ class Bench:
     def tor_logs(self, lines: int = 15) -> str:
         """For failure messages: what the supervisor said (and tor's dying words), and the tail
         of the managed tor's notice log."""
-        sources = (
+        sources: tuple[tuple[Path, Callable[[str], bool]], ...] = (
             (self.state_dir / "tor" / "supervisor.log",
              lambda line: "supervisor[" in line or " died: " in line or "[err]" in line),
             (Path(f"/run/netspectre-tor/netns-{self.client.name}/notice.log"),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # The pcap reader moved to the package (`lab demo` judges its capture with it); re-exported here.
-from netspectre.lab.pcap import (  # noqa: F401
+from netspectre.lab.pcap import (
     ACK,
     ETH_ARP,
     ETH_IPV4,
@@ -39,6 +39,15 @@ from netspectre.lab.pcap import (  # noqa: F401
     parse_frame,
     read_pcap,
 )
+
+__all__ = [
+    # re-exported from netspectre.lab.pcap
+    "ACK", "ETH_ARP", "ETH_IPV4", "ETH_IPV6", "FIN", "ICMP", "ICMPV6", "PSH", "RST", "SYN", "TCP",
+    "UDP", "URG", "Packet", "parse_frame", "read_pcap",
+    # this module's own
+    "AGENT", "TOOLS", "Agent", "Capture", "Netns", "call_all", "create", "delete", "missing_tools",
+    "namespaces", "unique_name", "veth", "wait_for",
+]
 
 AGENT = Path(__file__).resolve().parent / "agent.py"
 TOOLS = ("ip", "nft", "tcpdump")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import Any
 
 import pytest
 
+from netspectre import dnswire
 from netspectre.errors import ConfigError
 from netspectre.lab import consensus, dns, network, torrc, watch
 from netspectre.lab.spec import LabSpec, Role, from_mapping, layout, validate
@@ -103,19 +105,19 @@ def _query(name: str, qtype: int) -> bytes:
 def test_dns_answers_echo_test_and_keeps_the_question_case() -> None:
     records = {"echo.test": [ipaddress.ip_address("203.0.113.80"),
                              ipaddress.ip_address("2001:db8:4c41::80")]}
-    q = _query("eChO.TeSt", dns.TYPE_A)
+    q = _query("eChO.TeSt", dnswire.TYPE_A)
     reply = dns.answer(q, records)
     assert reply is not None
     ident, flags, qd, an = struct.unpack("!HHHH", reply[:8])
     assert (ident, flags & 0x8000, flags & 0xF, qd, an) == (0x1234, 0x8000, 0, 1, 1)
     assert reply[12:12 + len(q) - 12] == q[12:]
     assert reply.endswith(ipaddress.ip_address("203.0.113.80").packed)
-    aaaa = dns.answer(_query("echo.test", dns.TYPE_AAAA), records)
+    aaaa = dns.answer(_query("echo.test", dnswire.TYPE_AAAA), records)
     assert aaaa is not None and aaaa.endswith(ipaddress.ip_address("2001:db8:4c41::80").packed)
-    nx = dns.answer(_query("other.test", dns.TYPE_A), records)
+    nx = dns.answer(_query("other.test", dnswire.TYPE_A), records)
     assert nx is not None and struct.unpack("!H", nx[2:4])[0] & 0xF == 3
     assert dns.answer(b"\x00" * 5, records) is None
-    who = dns.answer(_query("resolver.test", dns.TYPE_A), records,
+    who = dns.answer(_query("resolver.test", dnswire.TYPE_A), records,
                      ipaddress.ip_address("198.51.100.53"))
     assert who is not None and who.endswith(ipaddress.ip_address("198.51.100.53").packed)
 
@@ -138,7 +140,7 @@ def test_watch_reads_hsdir_names() -> None:
 def test_judge_verify() -> None:
     from netspectre.lab import checks
 
-    good = {"ok": True, "checks": [
+    good: dict[str, Any] = {"ok": True, "checks": [
         {"check": "state: active", "ok": True, "detail": "active"},
         {"check": "TCP", "ok": True, "outcome": "torified", "detail": ""},
         {"check": "UDP", "ok": True, "outcome": "refused", "detail": ""}]}

@@ -57,8 +57,8 @@ def test_ours_by_argv_and_cwd(tmp_path: Path) -> None:
     assert process.is_our_supervisor(102, FILES, root)
     assert not process.is_our_supervisor(103, FILES, root)  # another namespace's supervisor
     assert not process.is_our_supervisor(100, FILES, root)
-    assert process.alive(100, root) and not process.alive(104, root)
-    assert not process.alive(999, root)
+    assert proc.alive(100, root) and not proc.alive(104, root)
+    assert not proc.alive(999, root)
 
 
 def row(n: int, local: str, remote: str, state: str, inode: int) -> str:
