@@ -5,16 +5,15 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any
 
 from netspectre import backends
+from netspectre import configvalues as values
 from netspectre.backends import Backend
 from netspectre.errors import ConfigError
 
 DEFAULT_PATH = "/etc/netspectre/netspectre.toml"
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TorMode(StrEnum):
@@ -103,122 +102,6 @@ class Config:
     lab: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-def _bad(key: str, value: object, why: str, hint: str | None = None) -> ConfigError:
-    return ConfigError(f"invalid {key} = {value!r}: {why}", hint)
-
-
-def _port(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(key, value, "must be an integer port")
-    if not 1 <= value <= 65535:
-        raise _bad(key, value, "port must be between 1 and 65535")
-    return value
-
-
-def _str(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise _bad(key, value, f"must be a string, not {type(value).__name__}")
-    return value
-
-
-def _bool(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(key, value, "must be true or false")
-    return value
-
-
-def _number(key: str, value: object, *, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(key, value, "must be a number")
-    if value < minimum:
-        raise _bad(key, value, f"must be at least {minimum}")
-    return float(value)
-
-
-def _enum(key: str, value: object, enum: type[Enum]) -> Any:
-    choices = ", ".join(repr(m.value) for m in enum)
-    if not isinstance(value, str):
-        raise _bad(key, value, f"must be one of {choices}")
-    try:
-        return enum(value)
-    except ValueError:
-        raise _bad(key, value, f"must be one of {choices}") from None
-
-
-def _strings(key: str, value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(key, value, "must be a list of strings")
-    return tuple(value)
-
-
-def _network(key: str, value: object) -> Network:
-    text = _str(key, value)
-    try:
-        return ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        raise _bad(key, value, f"not a CIDR network ({exc})") from None
-
-
-def _cidr(key: str, value: object) -> str:
-    """Validate a CIDR quickly (inet_pton); fall back to ipaddress for the error message."""
-    text = _str(key, value)
-    addr, slash, length = text.partition("/")
-    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    bits = 128 if family == socket.AF_INET6 else 32
-    try:
-        packed = socket.inet_pton(family, addr)
-        prefix = int(length) if slash and length.isdigit() else -1
-        if not 0 <= prefix <= bits or int.from_bytes(packed, "big") & ((1 << (bits - prefix)) - 1):
-            raise ValueError
-    except (OSError, ValueError):
-        return str(_network(key, value))  # raises with ipaddress's explanation
-    return f"{socket.inet_ntop(family, packed)}/{prefix}"
-
-
-def _user(key: str, value: object) -> str:
-    text = _str(key, value)
-    if not text or not all(c.isalnum() or c in "_-." for c in text) or text[0] == "-":
-        raise _bad(key, value, "not a valid account name")
-    return text
-
-
-def _torrc_line(key: str, line: str) -> str:
-    if "\n" in line or "\r" in line or "\0" in line:
-        raise _bad(key, line, "one torrc line per entry (no newlines)")
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#"):
-        raise _bad(key, line, "empty lines and comments are not options")
-    option = stripped.split()[0]
-    if not option.replace("_", "").isalnum():
-        raise _bad(key, line, f"{option!r} is not a torrc option name")
-    return stripped
-
-
-def _url(key: str, value: object) -> str:
-    text = _str(key, value)
-    if not (text.startswith("http://") or text.startswith("https://")) or len(text) < 10:
-        raise _bad(key, value, "must be an http:// or https:// URL")
-    return text
-
-
-def _check_keys(section: str, table: dict[str, Any], known: set[str]) -> None:
-    for key in table:
-        if key not in known:
-            where = f"{section}.{key}" if section else key
-            raise ConfigError(
-                f"unknown key {where!r}",
-                f"known keys{' in [' + section + ']' if section else ''}: "
-                + ", ".join(sorted(known)),
-            )
-
-
-def _table(section: str, data: dict[str, Any]) -> dict[str, Any]:
-    value = data.get(section, {})
-    if not isinstance(value, dict):
-        raise _bad(section, value, "must be a table ([" + section + "])")
-    return value
-
-
 def parse(text: str, *, path: str | None = None) -> Config:
     """Parse and validate TOML text into a Config; raise ConfigError naming the bad key."""
     import tomllib
@@ -233,19 +116,19 @@ def parse(text: str, *, path: str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], *, path: str | None = None) -> Config:
-    _check_keys("", data, {"tor", "firewall", "check", "verify", "lab"})
+    values.known_keys("", data, {"tor", "firewall", "check", "verify", "lab"})
     return Config(
-        tor=_tor(_table("tor", data)),
-        firewall=_firewall(_table("firewall", data)),
-        check=_check(_table("check", data)),
-        verify=_verify(_table("verify", data)),
+        tor=_tor(values.table("tor", data)),
+        firewall=_firewall(values.table("firewall", data)),
+        check=_check(values.table("check", data)),
+        verify=_verify(values.table("verify", data)),
         path=path,
-        lab=dict(_table("lab", data)),
+        lab=dict(values.table("lab", data)),
     )
 
 
 def _tor(t: dict[str, Any]) -> TorConfig:
-    _check_keys(
+    values.known_keys(
         "tor",
         t,
         {
@@ -254,25 +137,27 @@ def _tor(t: dict[str, Any]) -> TorConfig:
         },
     )
     d = TorConfig()
-    vnet = _network("tor.virtual_network", t.get("virtual_network", str(d.virtual_network)))
+    vnet = values.network("tor.virtual_network", t.get("virtual_network", str(d.virtual_network)))
     if not isinstance(vnet, ipaddress.IPv4Network):
-        raise _bad("tor.virtual_network", t["virtual_network"], "must be an IPv4 network")
+        raise values.bad("tor.virtual_network", t["virtual_network"], "must be an IPv4 network")
     if vnet.prefixlen > 16:
-        raise _bad("tor.virtual_network", t["virtual_network"], "too small (need /16 or larger)")
+        raise values.bad(
+            "tor.virtual_network", t["virtual_network"], "too small (need /16 or larger)"
+        )
     cfg = TorConfig(
-        mode=_enum("tor.mode", t.get("mode", d.mode.value), TorMode),
-        user=_user("tor.user", t.get("user", d.user)),
-        trans_port=_port("tor.trans_port", t.get("trans_port", d.trans_port)),
-        dns_port=_port("tor.dns_port", t.get("dns_port", d.dns_port)),
-        socks_port=_port("tor.socks_port", t.get("socks_port", d.socks_port)),
+        mode=values.member("tor.mode", t.get("mode", d.mode.value), TorMode),
+        user=values.user("tor.user", t.get("user", d.user)),
+        trans_port=values.port("tor.trans_port", t.get("trans_port", d.trans_port)),
+        dns_port=values.port("tor.dns_port", t.get("dns_port", d.dns_port)),
+        socks_port=values.port("tor.socks_port", t.get("socks_port", d.socks_port)),
         virtual_network=vnet,
-        control=_str("tor.control", t.get("control", d.control)),
+        control=values.string("tor.control", t.get("control", d.control)),
         torrc_extra=tuple(
-            _torrc_line("tor.torrc_extra", x)
-            for x in _strings("tor.torrc_extra", t.get("torrc_extra", []))
+            values.torrc_line("tor.torrc_extra", x)
+            for x in values.strings("tor.torrc_extra", t.get("torrc_extra", []))
         ),
-        bridges=_strings("tor.bridges", t.get("bridges", [])),
-        bootstrap_timeout=_number(
+        bridges=values.strings("tor.bridges", t.get("bridges", [])),
+        bootstrap_timeout=values.number(
             "tor.bootstrap_timeout", t.get("bootstrap_timeout", d.bootstrap_timeout), minimum=1
         ),
     )
@@ -287,49 +172,40 @@ def _tor(t: dict[str, Any]) -> TorConfig:
 
 
 def _firewall(f: dict[str, Any]) -> FirewallConfig:
-    _check_keys("firewall", f, {"backend", "lan", "allow_lan", "ipv6", "incoming"})
+    values.known_keys("firewall", f, {"backend", "lan", "allow_lan", "ipv6", "incoming"})
     d = FirewallConfig()
     lan_raw = f.get("lan", [str(n) for n in d.lan])
     if not isinstance(lan_raw, list):
-        raise _bad("firewall.lan", lan_raw, "must be a list of CIDR strings")
+        raise values.bad("firewall.lan", lan_raw, "must be a list of CIDR strings")
     return FirewallConfig(
-        backend=_enum("firewall.backend", f.get("backend", d.backend.value), BackendName),
-        lan=tuple(_cidr("firewall.lan", x) for x in lan_raw),
-        allow_lan=_bool("firewall.allow_lan", f.get("allow_lan", d.allow_lan)),
-        ipv6=_enum("firewall.ipv6", f.get("ipv6", d.ipv6.value), Ipv6Mode),
-        incoming=_enum("firewall.incoming", f.get("incoming", d.incoming.value), Incoming),
+        backend=values.member("firewall.backend", f.get("backend", d.backend.value), BackendName),
+        lan=tuple(values.cidr("firewall.lan", x) for x in lan_raw),
+        allow_lan=values.boolean("firewall.allow_lan", f.get("allow_lan", d.allow_lan)),
+        ipv6=values.member("firewall.ipv6", f.get("ipv6", d.ipv6.value), Ipv6Mode),
+        incoming=values.member("firewall.incoming", f.get("incoming", d.incoming.value), Incoming),
     )
 
 
 def _check(c: dict[str, Any]) -> CheckConfig:
-    _check_keys("check", c, {"url", "fallbacks", "timeout"})
+    values.known_keys("check", c, {"url", "fallbacks", "timeout"})
     d = CheckConfig()
     return CheckConfig(
-        url=_url("check.url", c.get("url", d.url)),
-        fallbacks=tuple(_url("check.fallbacks", u) for u in _strings(
+        url=values.url("check.url", c.get("url", d.url)),
+        fallbacks=tuple(values.url("check.fallbacks", u) for u in values.strings(
             "check.fallbacks", c.get("fallbacks", list(d.fallbacks)))),
-        timeout=_number("check.timeout", c.get("timeout", d.timeout), minimum=0.1),
+        timeout=values.number("check.timeout", c.get("timeout", d.timeout), minimum=0.1),
     )
 
 
-def _address(key: str, value: object, family: int) -> str:
-    text = _str(key, value)
-    try:
-        return socket.inet_ntop(family, socket.inet_pton(family, text))
-    except OSError:
-        kind = "IPv4" if family == socket.AF_INET else "IPv6"
-        raise _bad(key, value, f"must be an {kind} address") from None
-
-
 def _verify(v: dict[str, Any]) -> VerifyConfig:
-    _check_keys("verify", v, {"target4", "target6", "lan_dns", "timeout"})
+    values.known_keys("verify", v, {"target4", "target6", "lan_dns", "timeout"})
     d = VerifyConfig()
     return VerifyConfig(
-        target4=_address("verify.target4", v.get("target4", d.target4), socket.AF_INET),
-        target6=_address("verify.target6", v.get("target6", d.target6), socket.AF_INET6),
-        lan_dns=tuple(_address("verify.lan_dns", a, socket.AF_INET)
-                      for a in _strings("verify.lan_dns", v.get("lan_dns", []))),
-        timeout=_number("verify.timeout", v.get("timeout", d.timeout), minimum=0.1),
+        target4=values.address("verify.target4", v.get("target4", d.target4), socket.AF_INET),
+        target6=values.address("verify.target6", v.get("target6", d.target6), socket.AF_INET6),
+        lan_dns=tuple(values.address("verify.lan_dns", a, socket.AF_INET)
+                      for a in values.strings("verify.lan_dns", v.get("lan_dns", []))),
+        timeout=values.number("verify.timeout", v.get("timeout", d.timeout), minimum=0.1),
     )
 
 

@@ -1,0 +1,140 @@
+"""One TOML value → one typed Python value, or a ConfigError naming the key and the value.
+
+Pure: the readers `config` builds its sections from; they check types and ranges, nothing else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from enum import Enum
+from typing import Any
+
+from netspectre.errors import ConfigError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def bad(key: str, value: object, why: str, hint: str | None = None) -> ConfigError:
+    return ConfigError(f"invalid {key} = {value!r}: {why}", hint)
+
+
+def port(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(key, value, "must be an integer port")
+    if not 1 <= value <= 65535:
+        raise bad(key, value, "port must be between 1 and 65535")
+    return value
+
+
+def string(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise bad(key, value, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise bad(key, value, "must be true or false")
+    return value
+
+
+def number(key: str, value: object, *, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad(key, value, "must be a number")
+    if value < minimum:
+        raise bad(key, value, f"must be at least {minimum}")
+    return float(value)
+
+
+def member(key: str, value: object, enum: type[Enum]) -> Any:
+    choices = ", ".join(repr(m.value) for m in enum)
+    if not isinstance(value, str):
+        raise bad(key, value, f"must be one of {choices}")
+    try:
+        return enum(value)
+    except ValueError:
+        raise bad(key, value, f"must be one of {choices}") from None
+
+
+def strings(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad(key, value, "must be a list of strings")
+    return tuple(value)
+
+
+def network(key: str, value: object) -> Network:
+    text = string(key, value)
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise bad(key, value, f"not a CIDR network ({exc})") from None
+
+
+def cidr(key: str, value: object) -> str:
+    """Validate a CIDR quickly (inet_pton); fall back to ipaddress for the error message."""
+    text = string(key, value)
+    addr, slash, length = text.partition("/")
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    bits = 128 if family == socket.AF_INET6 else 32
+    try:
+        packed = socket.inet_pton(family, addr)
+        prefix = int(length) if slash and length.isdigit() else -1
+        if not 0 <= prefix <= bits or int.from_bytes(packed, "big") & ((1 << (bits - prefix)) - 1):
+            raise ValueError
+    except (OSError, ValueError):
+        return str(network(key, value))  # raises with ipaddress's explanation
+    return f"{socket.inet_ntop(family, packed)}/{prefix}"
+
+
+def address(key: str, value: object, family: int) -> str:
+    text = string(key, value)
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, text))
+    except OSError:
+        kind = "IPv4" if family == socket.AF_INET else "IPv6"
+        raise bad(key, value, f"must be an {kind} address") from None
+
+
+def user(key: str, value: object) -> str:
+    text = string(key, value)
+    if not text or not all(c.isalnum() or c in "_-." for c in text) or text[0] == "-":
+        raise bad(key, value, "not a valid account name")
+    return text
+
+
+def torrc_line(key: str, line: str) -> str:
+    if "\n" in line or "\r" in line or "\0" in line:
+        raise bad(key, line, "one torrc line per entry (no newlines)")
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        raise bad(key, line, "empty lines and comments are not options")
+    option = stripped.split()[0]
+    if not option.replace("_", "").isalnum():
+        raise bad(key, line, f"{option!r} is not a torrc option name")
+    return stripped
+
+
+def url(key: str, value: object) -> str:
+    text = string(key, value)
+    if not (text.startswith("http://") or text.startswith("https://")) or len(text) < 10:
+        raise bad(key, value, "must be an http:// or https:// URL")
+    return text
+
+
+def known_keys(section: str, table: dict[str, Any], known: set[str]) -> None:
+    for key in table:
+        if key not in known:
+            where = f"{section}.{key}" if section else key
+            raise ConfigError(
+                f"unknown key {where!r}",
+                f"known keys{' in [' + section + ']' if section else ''}: "
+                + ", ".join(sorted(known)),
+            )
+
+
+def table(section: str, data: dict[str, Any]) -> dict[str, Any]:
+    value = data.get(section, {})
+    if not isinstance(value, dict):
+        raise bad(section, value, "must be a table ([" + section + "])")
+    return value
