@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import struct
 from pathlib import Path
 
 import pytest
 
 from netspectre import backends, config, policy
 from netspectre.backends import Backend, IptablesFirewall, NftFirewall, iptables, names, nft
+from netspectre.backends import nft_probe as probe
 from netspectre.errors import CommandFailed, ConfigError, MissingTool
 from tests.support.fakehost import FakeHost
 
@@ -200,3 +203,33 @@ def test_both_renderers_format_the_shared_rule_data() -> None:
     assert iptables.tcp_flags(("urg", "ack"), ("urg",)) == "-p tcp -m tcp --tcp-flags ACK,URG URG"
     assert iptables.tcp_flags(names.TCP_FLAGS, ()).endswith(" NONE")
     assert f"priority {names.NAT_PRIORITY};" in text and f"table inet {names.TABLE}" in text
+
+
+@pytest.mark.parametrize(("exists", "preamble"), [(False, False), (True, True), (None, True)])
+def test_nft_apply_skips_the_replace_preamble_only_when_no_table_is_there(
+        exists: bool | None, preamble: bool) -> None:
+    host = FakeHost("nft")
+    NftFirewall(host, exists=lambda: exists).apply(BLOCK)
+    ((argv, text),) = host.calls
+    assert argv == ("nft", "-f", "-") and text is not None
+    full = nft.render(BLOCK)[0].text
+    prelude = "table inet netspectre {}\ndelete table inet netspectre\n"
+    assert full.startswith(prelude)
+    assert text == (full if preamble else full.removeprefix(prelude))
+
+
+def test_nft_probe_request_and_answers() -> None:
+    msg = probe.request("inet", "netspectre", seq=1)
+    length, kind, flags, seq, _ = probe.NLMSG.unpack_from(msg)
+    assert length == len(msg) and kind == 0x0A01 and flags == 0x5 and seq == 1
+    assert msg[probe.NLMSG.size] == 1 and b"netspectre\0" in msg and len(msg) % 4 == 0
+
+    def error(code: int) -> bytes:
+        body = struct.pack("=i", -code) + msg[:probe.NLMSG.size]
+        return probe.NLMSG.pack(probe.NLMSG.size + len(body), 2, 0, 1, 0) + body
+
+    table = probe.NLMSG.pack(probe.NLMSG.size + 4, 0x0A00, 0, 1, 0) + b"\1\0\0\0"
+    assert probe.answer(error(errno.ENOENT)) is False
+    assert probe.answer(table + error(0)) is True
+    assert probe.answer(error(errno.EPERM)) is None
+    assert probe.answer(table) is None  # no ack yet: undecided

@@ -180,8 +180,10 @@ def _preamble() -> str:
     return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
 
 
-def render(p: Policy) -> tuple[Script, ...]:
-    return (Script(ARGV, _preamble() + table(p)),)
+def render(p: Policy, *, replace: bool = True) -> tuple[Script, ...]:
+    """replace=False: for a kernel known to have no table of ours (the preamble's `delete
+    table` is the slowest part of a commit, 13-20 ms)."""
+    return (Script(ARGV, (_preamble() if replace else "") + table(p)),)
 
 
 def teardown() -> tuple[Script, ...]:
