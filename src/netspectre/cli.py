@@ -75,7 +75,7 @@ def _completion(args: argparse.Namespace, out: Output) -> int:
 
 def _units(args: argparse.Namespace, out: Output) -> int:
     from netspectre import units
-    from netspectre.reports import Written
+    from netspectre.units import Written
 
     command = ([args.exec_path] if args.exec_path
                else units.command_for(sys.argv[0], sys.executable, args.config))
@@ -105,9 +105,11 @@ def _lab(args: argparse.Namespace, out: Output) -> int:
 
 def _start(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     from netspectre import cli_text
-    from netspectre.commands import boot, lifecycle
+    from netspectre.commands import lifecycle
 
     if args.boot:
+        from netspectre.commands import boot
+
         report = boot.boot(args.config, ctx.paths)
         out.report(report, f"netspectre: active from boot (backend {report.backend}); "
                            "Tor bootstraps when the network comes up")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from netspectre import __version__
+from netspectre import DEFAULT_CONFIG, __version__
 from netspectre.backends import AUTO, CHOICES, Backend
-from netspectre.config import DEFAULT_PATH as DEFAULT_CONFIG
 
 EPILOG = """\
 Every command that changes the system needs root. `rules` renders without applying.

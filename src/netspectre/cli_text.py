@@ -5,18 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from netspectre.findings import Finding
-from netspectre.reports import (
-    Checks,
-    ExitReport,
-    IdleStatus,
-    NewnymReport,
-    StartReport,
-    Status,
-    StopReport,
-    TorStatus,
-    UnitReport,
-)
+from netspectre.findings import Checks, Finding
+from netspectre.reports import StartReport, StopReport
+from netspectre.status import ExitReport, IdleStatus, NewnymReport, Status, TorStatus
+from netspectre.units import UnitReport
 
 PORT_NAMES = (("TransPort", "trans_port_listening"), ("DNSPort", "dns_port_listening"),
               ("SocksPort", "socks_port_listening"))

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from netspectre import backends
+from netspectre import DEFAULT_CONFIG, backends
 from netspectre import configvalues as values
 from netspectre.backends import Backend
 from netspectre.errors import ConfigError
 
-DEFAULT_PATH = "/etc/netspectre/netspectre.toml"
+DEFAULT_PATH = DEFAULT_CONFIG
 
 
 class TorMode(StrEnum):

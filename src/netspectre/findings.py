@@ -32,3 +32,17 @@ class Finding:
 def all_ok(findings: tuple[Finding, ...] | list[Finding]) -> bool:
     """Nothing failed (skipped rows do not fail a report)."""
     return all(f.ok is not False for f in findings)
+
+
+@dataclass(frozen=True)
+class Checks:
+    """verify and doctor: findings in the order they ran."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all_ok(self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [f.to_json() for f in self.findings]}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from netspectre import fsutil
 
@@ -87,3 +88,32 @@ def remove(root: str) -> list[str]:
             continue
         removed.append(path)
     return removed
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    """enable / disable: the unit files written or removed, and what happened now."""
+
+    enabled: bool
+    paths: tuple[str, ...]
+    now: bool | None = None  # with --now: started (enable) / stopped (disable)
+    note: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {("unit" if self.enabled else "removed"): list(self.paths),
+                     "at_boot": self.enabled}
+        if self.now is not None:
+            out["started" if self.enabled else "stopped"] = self.now
+        else:
+            out["note"] = self.note
+        return out
+
+
+@dataclass(frozen=True)
+class Written:
+    """`_units`: the files written."""
+
+    written: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"written": list(self.written)}

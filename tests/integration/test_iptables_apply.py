@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from netspectre.backends import COUNTERS, Backend, Script, iptables
+from netspectre.backends import COUNTERS, Backend, iptables
+from netspectre.backends.script import Script
 from netspectre.policy import Policy
 
 pytestmark = [

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from netspectre import backends, config, policy
-from netspectre.backends import Backend, IptablesFirewall, NftFirewall, iptables, names, nft
+from netspectre.backends import Backend, iptables, names, nft
 from netspectre.backends import nft_probe as probe
+from netspectre.backends.iptables_shell import IptablesFirewall
+from netspectre.backends.nft_shell import NftFirewall
 from netspectre.errors import CommandFailed, ConfigError, MissingTool
 from tests.support.fakehost import FakeHost
 

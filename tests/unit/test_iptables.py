@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from netspectre import config, policy
-from netspectre.backends import COUNTERS, Backend, Script, iptables, names, nft
+from netspectre.backends import COUNTERS, Backend, iptables, names, nft
+from netspectre.backends.script import Script
 
 SAVED = Path(__file__).resolve().parent / "data" / "saved"
 LEGACY = Backend.IPTABLES_LEGACY

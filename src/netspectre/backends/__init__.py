@@ -7,29 +7,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from netspectre import system
-from netspectre.backends import iptables, iptables_shell
-from netspectre.backends.iptables_shell import IptablesFirewall, variant
-from netspectre.backends.names import COUNTERS, Backend
-from netspectre.backends.nft_shell import NftFirewall
-from netspectre.backends.script import Script
+from netspectre.backends.names import AUTO, CHOICES, COUNTERS, SYSTEM_IPTABLES, Backend
 from netspectre.errors import Error, MissingTool
 
+# The objects' modules are imported where an object is made: `--help` and the config need only
+# the names above, and a start on nft needs neither the iptables renderer nor its shell
+# (together 3-4 ms of a start, bench/perf.py).
+
 if TYPE_CHECKING:
+    from netspectre import system
+    from netspectre.backends.script import Script
     from netspectre.policy import Policy
 
 __all__ = [
-    "AUTO", "CHOICES", "COUNTERS", "SYSTEM_IPTABLES", "Backend", "Firewall", "IptablesFirewall",
-    "NftFirewall", "Script", "detect", "everywhere", "offline", "open", "remove_created",
-    "remove_everywhere", "variant",
+    "AUTO", "CHOICES", "COUNTERS", "SYSTEM_IPTABLES", "Backend", "Firewall", "detect",
+    "everywhere", "offline", "open", "remove_created", "remove_everywhere", "variant",
 ]
-
-AUTO = "auto"  # nft if installed, else the system's iptables
-SYSTEM_IPTABLES = "iptables"  # whichever flavour `iptables` is
-# What `[firewall] backend` and `--backend` accept, in the order error messages list them.
-CHOICES = (AUTO, Backend.NFT.value, SYSTEM_IPTABLES,
-           *(b.value for b in Backend if b is not Backend.NFT))
-
 
 class Firewall(Protocol):
     """One backend's view of our rules. Every method is safe to call as root at any time."""
@@ -76,20 +69,46 @@ class Firewall(Protocol):
         ...
 
 
-def open(backend: Backend, runner: system.Runner = system.HOST) -> Firewall:
+def _host(runner: system.Runner | None) -> system.Runner:
+    """The runner given, else the real host's."""
+    if runner is not None:
+        return runner
+    from netspectre import system
+
+    return system.HOST
+
+
+def open(backend: Backend, runner: system.Runner | None = None) -> Firewall:
     """The firewall object for one backend."""
+    runner = _host(runner)
     if backend is Backend.NFT:
+        from netspectre.backends.nft_shell import NftFirewall
+
         return NftFirewall(runner)
+    from netspectre.backends.iptables_shell import IptablesFirewall
+
     return IptablesFirewall(backend, runner)
 
 
+def variant(runner: system.Runner | None = None) -> Backend:
+    """Which flavour the system's `iptables` is (iptables-nft or iptables-legacy)."""
+    from netspectre.backends import iptables_shell
+
+    return iptables_shell.variant(_host(runner))
+
+
 def _tool(backend: Backend) -> str:
-    return "nft" if backend is Backend.NFT else iptables.restore_argv(backend, 4)[0]
+    if backend is Backend.NFT:
+        return "nft"
+    from netspectre.backends import iptables
+
+    return iptables.restore_argv(backend, 4)[0]
 
 
-def detect(wanted: str, runner: system.Runner = system.HOST) -> tuple[Firewall, str]:
+def detect(wanted: str, runner: system.Runner | None = None) -> tuple[Firewall, str]:
     """The firewall to use for a config choice (a CHOICES value) and the evidence for it
     (shown by `status`, pinned in state)."""
+    runner = _host(runner)
     if wanted == SYSTEM_IPTABLES:
         return open(variant(runner), runner), "configured (system iptables)"
     if wanted != AUTO:
@@ -97,7 +116,7 @@ def detect(wanted: str, runner: system.Runner = system.HOST) -> tuple[Firewall, 
         runner.require(_tool(backend))
         return open(backend, runner), "configured"
     if runner.which("nft"):
-        return (NftFirewall(runner),
+        return (open(Backend.NFT, runner),
                 "nft found: own table inet netspectre, independent of iptables")
     if runner.which("iptables-restore"):
         found = variant(runner)
@@ -117,14 +136,14 @@ def offline(wanted: str) -> Backend | None:
 
 
 def everywhere(first: Backend | None = None,
-               runner: system.Runner = system.HOST) -> tuple[Firewall, ...]:
+               runner: system.Runner | None = None) -> tuple[Firewall, ...]:
     """Every backend's firewall, `first` first."""
     order = [first] if first else []
     return tuple(open(b, runner) for b in [*order, *(b for b in Backend if b is not first)])
 
 
 def remove_everywhere(first: Backend | None,
-                      runner: system.Runner = system.HOST) -> list[Error]:
+                      runner: system.Runner | None = None) -> list[Error]:
     """Sweep every backend (the pinned one first); collect failures instead of stopping.
 
     Even with a pinned backend the others are swept: a `restart` that switched backends and
@@ -140,6 +159,8 @@ def remove_everywhere(first: Backend | None,
     return failures
 
 
-def remove_created(created: list[str], runner: system.Runner = system.HOST) -> list[Error]:
+def remove_created(created: list[str], runner: system.Runner | None = None) -> list[Error]:
     """Delete the built-in tables/chains `absent_builtins` recorded, where empty again."""
-    return iptables_shell.remove_created(created, runner)
+    from netspectre.backends import iptables_shell
+
+    return iptables_shell.remove_created(created, _host(runner))

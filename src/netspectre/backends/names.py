@@ -16,6 +16,13 @@ class Backend(StrEnum):
     IPTABLES_LEGACY = "iptables-legacy"
 
 
+AUTO = "auto"  # nft if installed, else the system's iptables
+SYSTEM_IPTABLES = "iptables"  # whichever flavour `iptables` is
+# What `[firewall] backend` and `--backend` accept, in the order error messages list them.
+CHOICES = (AUTO, Backend.NFT.value, SYSTEM_IPTABLES,
+           *(b.value for b in Backend if b is not Backend.NFT))
+
+
 # Tables and chains we own are recognised by these names/markers, never by a list in state.
 TABLE = "netspectre"  # nft: `table inet netspectre`
 MARKER = "netspectre"  # iptables: the comment on our jumps, "netspectre:<counter>" on counted rules

@@ -15,8 +15,9 @@ from netspectre.errors import Error
 from netspectre.facts import gather
 from netspectre.paths import Paths
 from netspectre.policy import HostFacts, build
-from netspectre.reports import AlreadyActive, StartReport, UnitReport
+from netspectre.reports import AlreadyActive, StartReport
 from netspectre.state import Phase
+from netspectre.units import UnitReport
 
 # Nobody's uid: when even Tor's user cannot be resolved, the lockdown ruleset exempts no one.
 NO_UID = 4294967294

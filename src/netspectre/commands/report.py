@@ -10,18 +10,11 @@ from netspectre.backends import Firewall
 from netspectre.commands import Context, require_root
 from netspectre.commands.lifecycle import plan_for
 from netspectre.errors import Error, StateError
-from netspectre.findings import Finding
+from netspectre.findings import Checks, Finding
 from netspectre.paths import Paths
 from netspectre.plan import Plan
-from netspectre.reports import (
-    Checks,
-    ExitReport,
-    IdleStatus,
-    Lockdown,
-    NewnymReport,
-    Status,
-)
 from netspectre.state import Phase, State
+from netspectre.status import ExitReport, IdleStatus, Lockdown, NewnymReport, Status
 from netspectre.tor import running
 from netspectre.tor.record import Endpoints, digest
 

@@ -10,9 +10,8 @@ import os
 from collections.abc import Callable
 
 from netspectre.config import Config, TorMode
-from netspectre.findings import Finding
+from netspectre.findings import Checks, Finding
 from netspectre.paths import Paths
-from netspectre.reports import Checks
 from netspectre.tor.layout import Files
 
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from netspectre import backends, state, system
-from netspectre.backends import Backend, IptablesFirewall, iptables
+from netspectre.backends import Backend, iptables
+from netspectre.backends.iptables_shell import IptablesFirewall
 from netspectre.config import Config, TorMode
 from netspectre.doctor.dns import ResolvConf, Resolved
 from netspectre.doctor.findings import PACKAGE_MANAGERS

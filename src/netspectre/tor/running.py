@@ -5,7 +5,7 @@ from __future__ import annotations
 from netspectre.config import DEFAULT_PATH, Config, TorMode
 from netspectre.errors import Error, TorError
 from netspectre.paths import Paths
-from netspectre.reports import ExitReport, NewnymReport, TorStatus
+from netspectre.status import ExitReport, NewnymReport, TorStatus
 from netspectre.tor import exitcheck, process
 from netspectre.tor.connect import controller, socks_proxy
 from netspectre.tor.layout import Files
