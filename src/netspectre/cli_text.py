@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from netspectre.findings import Checks, Finding
-from netspectre.reports import StartReport, StopReport
-from netspectre.status import ExitReport, IdleStatus, NewnymReport, Status, TorStatus
-from netspectre.units import UnitReport
+if TYPE_CHECKING:  # annotations only: printing one report needs no other report's class
+    from netspectre.findings import Checks, Finding
+    from netspectre.reports import StartReport, StopReport
+    from netspectre.status import ExitReport, IdleStatus, NewnymReport, Status, TorStatus
+    from netspectre.units import UnitReport
 
 PORT_NAMES = (("TransPort", "trans_port_listening"), ("DNSPort", "dns_port_listening"),
               ("SocksPort", "socks_port_listening"))
@@ -27,7 +29,7 @@ def stop(report: StopReport) -> str:
 
 def status(report: Status | IdleStatus) -> str:
     lines = []
-    if isinstance(report, IdleStatus):
+    if report.recorded is False:
         lines.append("netspectre: not active")
         if report.lockdown is not None:
             lines.append("  LOCKDOWN: `start --boot` failed, so only the blocking ruleset is in "

@@ -24,6 +24,11 @@ class Plan:
     endpoints: Endpoints
     torrc: str | None  # the managed tor's whole torrc; None for the system tor (not ours)
 
+    @property
+    def torrc_sha256(self) -> str:
+        """What TorRecord.torrc_sha256 says when our tor runs with this plan's torrc."""
+        return hashlib.sha256(self.torrc.encode()).hexdigest() if self.torrc is not None else ""
+
     def digest(self) -> str:
         """Changes when anything `restart` would change does (rules, ports, the torrc)."""
         text = json.dumps([asdict(self.policy), asdict(self.endpoints), self.torrc],

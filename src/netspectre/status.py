@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from netspectre.config import TorMode
 from netspectre.reports import Json
@@ -75,6 +76,7 @@ class IdleStatus:
     tor: TorStatus
 
     active = False
+    recorded: ClassVar[Literal[False]] = False  # no state: cli_text says other things
 
     def to_json(self) -> Json:
         return {"active": False, "leftover_rules": list(self.leftover_rules),
@@ -97,6 +99,8 @@ class Status:
     tor: TorStatus
     # Set only when the config on disk would give another plan than the one in force.
     config_differs: str = ""
+
+    recorded: ClassVar[Literal[True]] = True
 
     def to_json(self) -> Json:
         out: Json = {

@@ -16,7 +16,7 @@ from netspectre.plan import Plan
 from netspectre.state import Phase, State
 from netspectre.status import ExitReport, IdleStatus, Lockdown, NewnymReport, Status
 from netspectre.tor import running
-from netspectre.tor.record import Endpoints, digest
+from netspectre.tor.record import Endpoints
 
 IPV6_ALL = f"{sysctl.IPV6_CONF}/all/disable_ipv6"
 RESTART = "sudo netspectre restart"
@@ -75,8 +75,7 @@ def _differences(plan: Plan, current: State) -> list[str]:
     record = current.tor
     if record is not None and asdict(plan.endpoints) != asdict(record.endpoints):
         parts.append("tor ports")
-    if record is not None and plan.torrc is not None and record.torrc_sha256 != digest(
-            plan.torrc):
+    if record is not None and plan.torrc is not None and record.torrc_sha256 != plan.torrc_sha256:
         parts.append("torrc")
     return parts or ["firewall"]  # a LAN range past the recorded summary's first 16
 

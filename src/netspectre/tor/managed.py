@@ -19,7 +19,7 @@ from netspectre.tor import dirs, process, supervisor, systemtor, users
 from netspectre.tor.connect import system_controller
 from netspectre.tor.control import ControlError
 from netspectre.tor.layout import Files
-from netspectre.tor.record import Endpoints, TorRecord, digest
+from netspectre.tor.record import Endpoints, TorRecord
 
 # -- preflight ------------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ def launch(config: Config, paths: Paths, plan: Plan, facts: HostFacts) -> TorRec
     process.write_pid(files.supervisor_pid, child.pid)
     return TorRecord(
         endpoints=plan.endpoints,
-        torrc_sha256=digest(plan.torrc),
+        torrc_sha256=plan.torrc_sha256,
         supervisor_pid=child.pid,
         tor_user=account.name,
         torrc=str(files.torrc),
@@ -148,7 +148,7 @@ def converge(config: Config, paths: Paths, record: TorRecord | None, plan: Plan,
             stop(record, paths)  # switched to the system tor: ours goes
         return TorRecord(endpoints=plan.endpoints), False
     if (record is not None and record.mode is TorMode.MANAGED
-            and record.torrc_sha256 == digest(plan.torrc) and record.tor_user == facts.tor_user
+            and record.torrc_sha256 == plan.torrc_sha256 and record.tor_user == facts.tor_user
             and "supervisor" in process.ours(Files.of(paths))):
         return record, False
     stop(record, paths)

@@ -6,7 +6,6 @@ verify, newnym, myip, stop) ask the recording, not the config on disk, which may
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,10 +28,6 @@ class Endpoints:
         t = config.tor
         return cls(mode=t.mode, trans_port=t.trans_port, dns_port=t.dns_port,
                    socks_port=t.socks_port, control=t.control)
-
-
-def digest(torrc: str) -> str:
-    return hashlib.sha256(torrc.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
