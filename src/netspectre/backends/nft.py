@@ -10,6 +10,7 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
+from netspectre.backends import guard
 from netspectre.backends.names import (
     BAD_TCP_FLAGS,
     COUNTERS,
@@ -169,7 +170,7 @@ def table(p: Policy) -> str:
     # LAN sets are rendered even when allow_lan is false: nat must still not torify LAN TCP
     # (the filter then refuses it), so a LAN host never sees it arrive from a Tor exit.
     lines += sets
-    lines += _nat(p, lan) + _output(p, lan) + _forward() + _input(p)
+    lines += _nat(p, lan) + _output(p, lan) + _forward() + _input(p) + guard.inet_chains(p)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
