@@ -199,8 +199,9 @@ def test_both_renderers_format_the_shared_rule_data() -> None:
     text = nft.table(BLOCK)
     v4 = "".join(s.text for s in iptables.render(BLOCK, variant=Backend.IPTABLES_NFT,
                                                  saved_v4="", saved_v6=""))
-    assert text.count("tcp flags & (") == len(names.BAD_TCP_FLAGS)
-    assert v4.count("--tcp-flags") == 2 * len(names.BAD_TCP_FLAGS)  # IPv4 and IPv6
+    # Each refusing rule comes with its log rule (the same match).
+    assert text.count("tcp flags & (") == 2 * len(names.BAD_TCP_FLAGS)
+    assert v4.count("--tcp-flags") == 4 * len(names.BAD_TCP_FLAGS)  # IPv4 and IPv6
     assert nft.tcp_flags(("urg", "ack"), ("urg",)) == "tcp flags & (urg|ack) == urg"
     assert iptables.tcp_flags(("urg", "ack"), ("urg",)) == "-p tcp -m tcp --tcp-flags ACK,URG URG"
     assert iptables.tcp_flags(names.TCP_FLAGS, ()).endswith(" NONE")

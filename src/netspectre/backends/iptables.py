@@ -24,6 +24,9 @@ from netspectre.backends.names import (
     IPT_INPUT,
     IPT_NAT,
     IPT_OUTPUT,
+    LOG_BURST,
+    LOG_GROUP,
+    LOG_RATE,
     MARKER,
     ND_TYPES,
     TCP_FLAGS,
@@ -87,6 +90,14 @@ def _rule(match: str, target: str, counter: str | None = None) -> str:
     return f"{match} -j {target}".lstrip()
 
 
+def _refuse(match: str, target: str, counter: str) -> list[str]:
+    """A refusing rule, preceded by its rate-limited NFLOG rule (same match, no verdict: NFLOG
+    is a non-terminating target), unmarked so it counts nowhere."""
+    log = (f"{match} -m limit --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} -j NFLOG "
+           f"--nflog-prefix {_quote(counter)} --nflog-group {LOG_GROUP}")
+    return [log.lstrip(), _rule(match, target, counter)]
+
+
 def _jump(chain: Chain) -> str:
     return _rule(f"-m comment --comment {_quote(MARKER)}", chain.name)
 
@@ -104,10 +115,10 @@ def _sanity(p: Policy, family: int) -> list[str]:
     # Short DNS datagrams crash tor (see nft.py); iptables' length is the whole IP packet.
     short = 20 + 8 + 12 - 1 if family == 4 else 40 + 8 + 12 - 1
     return [
-        _rule("-m conntrack --ctstate INVALID", "DROP", "blocked_invalid"),
-        *(_rule(tcp_flags(*f), "DROP", "blocked_invalid") for f in BAD_TCP_FLAGS),
-        _rule(f"-p udp -m udp --dport {p.dns_port} -m length --length 0:{short}", "DROP",
-              "blocked_invalid"),
+        *_refuse("-m conntrack --ctstate INVALID", "DROP", "blocked_invalid"),
+        *(r for f in BAD_TCP_FLAGS for r in _refuse(tcp_flags(*f), "DROP", "blocked_invalid")),
+        *_refuse(f"-p udp -m udp --dport {p.dns_port} -m length --length 0:{short}", "DROP",
+                 "blocked_invalid"),
     ]
 
 
@@ -135,23 +146,23 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-d 127.0.0.0/8", "RETURN"),
         _rule(uid, "RETURN"),
         *_replies(p),
-        _rule(f"-d {p.virtual_network}", admin, "blocked_other"),
-        _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
-        _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
+        *_refuse(f"-d {p.virtual_network}", admin, "blocked_other"),
+        *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
+        *_refuse("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     if p.allow_lan:
         out += [_rule(f"-d {n}", "RETURN") for n in p.lan4]
         out.append(_rule("-d 255.255.255.255/32 -p udp -m udp --sport 68 --dport 67", "RETURN"))
     out += [
-        _rule("-p tcp", "REJECT --reject-with tcp-reset", "blocked_tcp"),
-        _rule("-p udp", admin, "blocked_udp"),
-        _rule("-p icmp", admin, "blocked_icmp"),
-        _rule("", admin, "blocked_other"),
+        *_refuse("-p tcp", "REJECT --reject-with tcp-reset", "blocked_tcp"),
+        *_refuse("-p udp", admin, "blocked_udp"),
+        *_refuse("-p icmp", admin, "blocked_icmp"),
+        *_refuse("", admin, "blocked_other"),
     ]
     chains = [
         Chain("nat", NAT, "OUTPUT", tuple(nat)),
         Chain("filter", OUT, "OUTPUT", tuple(out)),
-        Chain("filter", FWD, "FORWARD", (_rule("", admin, "blocked_forward"),)),
+        Chain("filter", FWD, "FORWARD", tuple(_refuse("", admin, "blocked_forward"))),
     ]
     if p.block_incoming:
         incoming = [
@@ -179,19 +190,19 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
         *_replies(p),
-        _rule("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
-        _rule("-p udp -m udp --dport 53", admin, "blocked_dns"),
+        *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
+        *_refuse("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for _, t in ND_TYPES]
     lan6 = p.allow_lan and bool(p.lan6)
     if lan6:
         # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
         out += [_rule(f"-d {n}", "RETURN") for n in p.lan6] + nd
-    out.append(_rule("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6"))
-    out.append(_rule("", admin, "blocked_ipv6"))
+    out += _refuse("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6")
+    out += _refuse("", admin, "blocked_ipv6")
     chains = [
         Chain("filter", OUT, "OUTPUT", tuple(out)),
-        Chain("filter", FWD, "FORWARD", (_rule("", admin, "blocked_forward"),)),
+        Chain("filter", FWD, "FORWARD", tuple(_refuse("", admin, "blocked_forward"))),
     ]
     if p.block_incoming:
         incoming = (

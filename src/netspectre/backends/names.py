@@ -85,3 +85,11 @@ ND_TYPES: tuple[tuple[str, int], ...] = (
     ("nd-neighbor-solicit", 135),
     ("nd-neighbor-advert", 136),
 )
+
+# Refused packets are also sent, rate-limited, to one nfnetlink_log group that `netspectre
+# watch` reads (never to the kernel log). The log rule precedes its refusing rule and has no
+# verdict: a limit in the refusing rule itself would let the packets over the limit fall through.
+# Each log rule has its own bucket. The group is a u16; ulogd and most examples use 0-2.
+LOG_GROUP = 4710
+LOG_RATE = 10  # packets per second per refusing rule
+LOG_BURST = 20  # packets

@@ -15,6 +15,9 @@ from netspectre.backends.names import (
     BAD_TCP_FLAGS,
     COUNTERS,
     FILTER_PRIORITY,
+    LOG_BURST,
+    LOG_GROUP,
+    LOG_RATE,
     NAT_PRIORITY,
     ND_TYPES,
     NFT_FORWARD,
@@ -86,6 +89,14 @@ def _filter(name: str, hook: str, rules: list[str]) -> list[str]:
     )
 
 
+def _refuse(match: str, counter: str, verdict: str) -> list[str]:
+    """A refusing rule, preceded by its rate-limited log rule (same match, no verdict)."""
+    match = f"{match} " if match else ""
+    return [f"{match}limit rate {LOG_RATE}/second burst {LOG_BURST} packets "
+            f"log prefix \"{counter}\" group {LOG_GROUP}",
+            f"{match}counter name {counter} {verdict}"]
+
+
 def _nat(p: Policy, lan: list[str]) -> list[str]:
     """Redirect TCP and DNS into Tor; Tor itself, local and LAN destinations pass untouched."""
     rules = [
@@ -104,14 +115,15 @@ def _nat(p: Policy, lan: list[str]) -> list[str]:
 
 
 def _output(p: Policy, lan: list[str]) -> list[str]:
-    """Only Tor's own traffic, loopback and (allow_lan) the LAN leave; the rest is refused."""
+    """Only Tor's own traffic, loopback and (allow_lan) the LAN leave; the rest is refused
+    (and logged for `watch`)."""
     admin = "reject with icmpx type admin-prohibited"
     rules = [
-        "ct state invalid counter name blocked_invalid drop",
-        *(f"{tcp_flags(*f)} counter name blocked_invalid drop" for f in BAD_TCP_FLAGS),
+        *_refuse("ct state invalid", "blocked_invalid", "drop"),
+        *(r for f in BAD_TCP_FLAGS for r in _refuse(tcp_flags(*f), "blocked_invalid", "drop")),
         # A datagram shorter than a DNS header crashes tor 0.4.9 (libevent #1231): any local
         # user could keep Tor down. Matched after the redirect, so it covers all of UDP 53.
-        f"udp dport {p.dns_port} udp length < 20 counter name blocked_invalid drop",
+        *_refuse(f"udp dport {p.dns_port} udp length < 20", "blocked_invalid", "drop"),
         "oifname \"lo\" accept",
         "ip daddr 127.0.0.0/8 accept",
         "ip6 daddr ::1 accept",
@@ -120,8 +132,8 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
         # other software's --save-mark may set too.
         f"meta skuid {p.tor_uid} meta nfproto ipv4 accept",
         *(() if p.block_incoming else ("ct direction reply accept",)),
-        f"ip daddr {p.virtual_network} counter name blocked_other {admin}",
-        f"th dport 53 counter name blocked_dns {admin}",
+        *_refuse(f"ip daddr {p.virtual_network}", "blocked_other", admin),
+        *_refuse("th dport 53", "blocked_dns", admin),
     ]
     if p.allow_lan:
         rules += [*(f"{m} accept" for m in lan),
@@ -130,18 +142,18 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
             rules.append(_nd())
     rules += [
         # TCP gets a reset, IPv6 included: an ICMP error makes connect() wait ~1 s for a retry.
-        "meta nfproto ipv6 meta l4proto tcp counter name blocked_ipv6 reject with tcp reset",
-        f"meta nfproto ipv6 counter name blocked_ipv6 {admin}",
-        "meta l4proto tcp counter name blocked_tcp reject with tcp reset",
-        f"meta l4proto udp counter name blocked_udp {admin}",
-        f"meta l4proto icmp counter name blocked_icmp {admin}",
-        f"counter name blocked_other {admin}",
+        *_refuse("meta nfproto ipv6 meta l4proto tcp", "blocked_ipv6", "reject with tcp reset"),
+        *_refuse("meta nfproto ipv6", "blocked_ipv6", admin),
+        *_refuse("meta l4proto tcp", "blocked_tcp", "reject with tcp reset"),
+        *_refuse("meta l4proto udp", "blocked_udp", admin),
+        *_refuse("meta l4proto icmp", "blocked_icmp", admin),
+        *_refuse("", "blocked_other", admin),
     ]
     return _filter(NFT_OUTPUT, "output", rules)
 
 
 def _forward() -> list[str]:
-    rules = ["counter name blocked_forward reject with icmpx type admin-prohibited"]
+    rules = _refuse("", "blocked_forward", "reject with icmpx type admin-prohibited")
     return _filter(NFT_FORWARD, "forward", rules)
 
 
