@@ -207,13 +207,19 @@ def _supervise(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     return managed.supervise(ctx.config, ctx.paths)
 
 
+def _guard(ctx: Context, args: argparse.Namespace, out: Output) -> int:
+    from netspectre.backends import guardwatch
+
+    return guardwatch.run(ctx.paths)
+
+
 PLAIN: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "_man": _man, "_completion": _completion, "_units": _units, "doctor": _doctor, "lab": _lab,
 }
 WITH_CONTEXT: dict[str, Callable[[Context, argparse.Namespace, Output], int]] = {
     "start": _start, "stop": _stop, "restart": _restart, "status": _status, "rules": _rules,
     "myip": _myip, "check": _myip, "newnym": _newnym, "verify": _verify, "enable": _enable,
-    "disable": _disable, "_supervise": _supervise,
+    "disable": _disable, "_supervise": _supervise, "_guard": _guard,
 }
 
 

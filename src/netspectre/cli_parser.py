@@ -57,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     # Hidden commands get no help=: argparse lists every subcommand that has one, even
     # SUPPRESS (as "==SUPPRESS=="); docs.py skips `_name`s.
     sub.add_parser("_supervise")
+    sub.add_parser("_guard")  # the raw guard's watcher (started by start/restart)
     sub.add_parser("_man")  # the man page, from this parser
     p = sub.add_parser("_completion")
     p.add_argument("shell", choices=["bash", "zsh"])

@@ -42,6 +42,14 @@ class Incoming(StrEnum):
     ALLOW = "allow"
 
 
+class RawGuard(StrEnum):
+    """`[firewall] raw_guard`: the netdev-egress guard against raw packet sockets (#12)."""
+
+    AUTO = "auto"  # on where the backend and the kernel can; status/doctor say why not
+    ON = "on"  # start refuses without it
+    OFF = "off"
+
+
 # CIDR strings in canonical form: users list thousands of networks, and 10,000 ipaddress
 # objects cost more than the whole nft commit (see bench/perf.py).
 DEFAULT_LAN: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
@@ -68,6 +76,8 @@ class FirewallConfig:
     allow_lan: bool = True
     ipv6: Ipv6Mode = Ipv6Mode.DISABLE
     incoming: Incoming = Incoming.BLOCK
+    raw_guard: RawGuard = RawGuard.AUTO
+    raw_guard_mark: int = values.DEFAULT_GUARD_MARK
 
 
 DEFAULT_CHECK_URL = "https://check.torproject.org/api/ip"
@@ -172,7 +182,8 @@ def _tor(t: dict[str, Any]) -> TorConfig:
 
 
 def _firewall(f: dict[str, Any]) -> FirewallConfig:
-    values.known_keys("firewall", f, {"backend", "lan", "allow_lan", "ipv6", "incoming"})
+    values.known_keys("firewall", f, {"backend", "lan", "allow_lan", "ipv6", "incoming",
+                                      "raw_guard", "raw_guard_mark"})
     d = FirewallConfig()
     lan_raw = f.get("lan", [str(n) for n in d.lan])
     if not isinstance(lan_raw, list):
@@ -183,6 +194,10 @@ def _firewall(f: dict[str, Any]) -> FirewallConfig:
         allow_lan=values.boolean("firewall.allow_lan", f.get("allow_lan", d.allow_lan)),
         ipv6=values.member("firewall.ipv6", f.get("ipv6", d.ipv6.value), Ipv6Mode),
         incoming=values.member("firewall.incoming", f.get("incoming", d.incoming.value), Incoming),
+        raw_guard=values.member("firewall.raw_guard", f.get("raw_guard", d.raw_guard.value),
+                                RawGuard),
+        raw_guard_mark=values.mark_bit("firewall.raw_guard_mark",
+                                       f.get("raw_guard_mark", d.raw_guard_mark)),
     )
 
 

@@ -115,6 +115,31 @@ def torrc_line(key: str, line: str) -> str:
     return stripped
 
 
+# The raw guard's packet-mark bit: one bit nobody else we know of uses. Docker sets none on
+# the host's own traffic; wg-quick 0xca6c, Tailscale 0x40000/0x80000 (mask 0xff0000),
+# kube-proxy 0x4000/0x8000, Calico 0xffff0000 (its mask), Cilium 0xf00 (its mask). Bit 13 is
+# in none of them (0x00200000 would be inside Tailscale's and Calico's masks). The bit is set
+# in postrouting, after every routing decision, so `ip rule fwmark` never sees it.
+DEFAULT_GUARD_MARK = 0x2000
+TAKEN_MARK_BITS = {
+    0xca6c: "wg-quick (fwmark 51820)", 0xff0000: "Tailscale", 0x4000: "kube-proxy",
+    0x8000: "kube-proxy", 0xffff0000: "Calico", 0xf00: "Cilium",
+}
+
+
+def mark_bit(key: str, value: object) -> int:
+    """Exactly one bit of the 32-bit packet mark, none of the ones TAKEN_MARK_BITS names."""
+    hint = f"use one free bit, e.g. {DEFAULT_GUARD_MARK:#010x} (the default)"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(key, value, "must be an integer with one bit set", hint)
+    if not 0 < value < 1 << 32 or value & (value - 1):
+        raise bad(key, value, "must have exactly one of the 32 mark bits set", hint)
+    for taken, who in TAKEN_MARK_BITS.items():
+        if value & taken:
+            raise bad(key, value, f"{value:#x} clashes with {who}'s marks ({taken:#x})", hint)
+    return value
+
+
 def url(key: str, value: object) -> str:
     text = string(key, value)
     if not (text.startswith("http://") or text.startswith("https://")) or len(text) < 10:

@@ -1,12 +1,64 @@
-"""HostFacts gathered from this host (the tor account), for policy and plan."""
+"""HostFacts gathered from this host (the tor account; the interfaces and whether the raw
+guard can run here), for policy and plan."""
 
 from __future__ import annotations
 
-from netspectre.config import Config
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from netspectre.backends import guard
+from netspectre.backends.names import Backend
+from netspectre.config import Config, RawGuard
 from netspectre.policy import HostFacts
 from netspectre.tor import users
 
+if TYPE_CHECKING:
+    from netspectre import system
 
-def gather(config: Config) -> HostFacts:
+SYS_NET = Path("/sys/class/net")
+EGRESS_KERNEL = (5, 16)  # the netdev egress hook (CONFIG_NETFILTER_EGRESS)
+# Checked by the kernel (nft -c sends the batch and aborts it), attached to nothing real.
+PROBE = (f"table netdev {guard.TABLE}_probe {{\n\tchain egress {{\n"
+         '\t\ttype filter hook egress device "lo" priority 0; policy accept;\n\t}\n}\n')
+
+
+def gather(config: Config, *, runner: system.Runner | None = None,
+           backend: Backend | None = None) -> HostFacts:
+    """`backend`: the firewall that will apply (None: the guard is not probed, so off)."""
     name, uid = users.resolve(config.tor.user)
-    return HostFacts(tor_uid=uid, tor_user=name)
+    if backend is None or runner is None or config.firewall.raw_guard is RawGuard.OFF:
+        return HostFacts(tor_uid=uid, tor_user=name)
+    return HostFacts(tor_uid=uid, tor_user=name, devices=interfaces(),
+                     guard_unsupported=guard_unsupported(backend, runner))
+
+
+def interfaces(root: Path = SYS_NET) -> tuple[str, ...]:
+    """Every interface but loopback, sorted (what the guard covers now)."""
+    try:
+        return tuple(sorted(e.name for e in os.scandir(root) if e.name != "lo"))
+    except OSError:
+        return ()
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    parts = release.split(".", 2)
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def guard_unsupported(backend: Backend, runner: system.Runner) -> str:
+    """Why the guard cannot run here ("" when it can): one cheap probe per start."""
+    if backend is not Backend.NFT:
+        return (f"the {backend.value} backend has no netdev family (the guard needs nft: "
+                'set [firewall] backend = "nft")')
+    release = os.uname().release
+    if kernel_version(release) < EGRESS_KERNEL:
+        return f"kernel {release} has no netdev egress hook (needs 5.16 or later)"
+    probe = runner.run(["nft", "-c", "-f", "-"], input=PROBE, check=False)
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or ["no reason given"])[0]
+        return f"the kernel refuses a netdev egress chain (CONFIG_NETFILTER_EGRESS?): {said}"
+    return ""

@@ -31,7 +31,10 @@ class Plan:
 
     def digest(self) -> str:
         """Changes when anything `restart` would change does (rules, ports, the torrc)."""
-        text = json.dumps([asdict(self.policy), asdict(self.endpoints), self.torrc],
+        # The guarded interfaces are a fact of the moment (the guard's watcher follows them):
+        # a new USB tether is not a changed config.
+        policy = {k: v for k, v in asdict(self.policy).items() if k != "guard_devices"}
+        text = json.dumps([policy, asdict(self.endpoints), self.torrc],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from netspectre.config import Config, Incoming, Ipv6Mode
+from netspectre.config import Config, Incoming, Ipv6Mode, RawGuard
 
 SUMMARY_LAN = 16
 
@@ -16,6 +16,10 @@ class HostFacts:
 
     tor_uid: int
     tor_user: str
+    # The raw guard (#12): every interface but lo, read at apply time, and why the guard cannot
+    # be used here ("" when it can). Offline (rules, tests) nothing is probed: no guard.
+    devices: tuple[str, ...] = ()
+    guard_unsupported: str = "not probed"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Policy:
     allow_lan: bool
     block_incoming: bool
     disable_ipv6: bool
+    raw_guard: bool = False
+    raw_guard_mark: int = 0
+    # Interfaces at apply time; the guard's watcher follows later ones (not in the digest).
+    guard_devices: tuple[str, ...] = ()
+    raw_guard_off: str = ""  # why the guard is off ("" when on)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -44,6 +53,10 @@ class Policy:
             "allow_lan": self.allow_lan,
             "incoming": "block" if self.block_incoming else "allow",
             "ipv6": "disable" if self.disable_ipv6 else "block",
+            "raw_guard": "on" if self.raw_guard else "off",
+            "raw_guard_mark": f"{self.raw_guard_mark:#x}",
+            "raw_guard_devices": list(self.guard_devices),
+            "raw_guard_off": self.raw_guard_off,
         }
 
 
@@ -53,6 +66,7 @@ def build(config: Config, facts: HostFacts) -> Policy:
     unique = tuple(dict.fromkeys(fw.lan))  # deduplicated, in the config's order
     lan4 = tuple(n for n in unique if ":" not in n)
     lan6 = tuple(n for n in unique if ":" in n)
+    off = guard_off(config, facts)
     return Policy(
         tor_uid=facts.tor_uid,
         tor_user=facts.tor_user,
@@ -64,4 +78,16 @@ def build(config: Config, facts: HostFacts) -> Policy:
         allow_lan=fw.allow_lan,
         block_incoming=fw.incoming is Incoming.BLOCK,
         disable_ipv6=fw.ipv6 is Ipv6Mode.DISABLE,
+        raw_guard=not off,
+        raw_guard_mark=fw.raw_guard_mark,
+        guard_devices=facts.devices if not off else (),
+        raw_guard_off=off,
     )
+
+
+def guard_off(config: Config, facts: HostFacts) -> str:
+    """Why the raw guard is off ("" when on). `raw_guard = "on"` on a host that cannot is
+    refused by start (lifecycle), not here: a policy is a value, never an error."""
+    if config.firewall.raw_guard is RawGuard.OFF:
+        return 'raw_guard = "off"'
+    return facts.guard_unsupported

@@ -40,6 +40,7 @@ class State:
     created: list[str] = field(default_factory=list)  # iptables-nft built-ins we may create
     ipv6_config: dict[str, Any] = field(default_factory=dict)  # static addrs/routes to re-add
     plan_digest: str = ""  # Plan.digest() of what is in force: `status` compares the config
+    guard_pid: int | None = None  # the raw guard's watcher (`netspectre _guard`), when on
     version: int = VERSION
 
     def with_(self, **changes: Any) -> State:
@@ -83,6 +84,7 @@ def from_json(text: str, *, path: str = "state") -> State:
             created=[str(c) for c in data.get("created", [])],
             ipv6_config=dict(data.get("ipv6_config", {})),
             plan_digest=str(data.get("plan_digest", "")),
+            guard_pid=int(data["guard_pid"]) if data.get("guard_pid") else None,
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StateError(

@@ -80,7 +80,10 @@ def test_nft_apply_is_one_transaction_and_present_asks_for_our_table() -> None:
     host = FakeHost("nft")
     fw = NftFirewall(host)
     fw.apply(DISABLE)
-    assert host.calls == [(nft.ARGV, nft.render(DISABLE)[0].text)]
+    # A fake kernel cannot be asked over netlink whether the guard's table is there: nft is
+    # asked, and the one transaction replaces it too (it says yes).
+    assert host.calls == [(("nft", "list", "table", "netdev", names.TABLE), None),
+                          (nft.ARGV, nft.render(DISABLE, replace_guard=True)[0].text)]
     assert fw.present() is True
     assert host.calls[-1][0] == ("nft", "list", "table", "inet", names.TABLE)
 
@@ -212,7 +215,7 @@ def test_both_renderers_format_the_shared_rule_data() -> None:
 def test_nft_apply_skips_the_replace_preamble_only_when_no_table_is_there(
         exists: bool | None, preamble: bool) -> None:
     host = FakeHost("nft")
-    NftFirewall(host, exists=lambda: exists).apply(BLOCK)
+    NftFirewall(host, exists=lambda: exists, guard_exists=lambda: False).apply(BLOCK)
     ((argv, text),) = host.calls
     assert argv == ("nft", "-f", "-") and text is not None
     full = nft.render(BLOCK)[0].text

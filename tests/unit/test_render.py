@@ -27,11 +27,19 @@ dns_port = 5353
 lan = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.0/24", "100.64.0.0/10",
        "169.254.0.0/16", "fd00::/8", "fe80::/10"]
 """,
+    # The raw guard (#12) on a host with two interfaces; with incoming = "allow" the mark alone
+    # lets replies out; with IPv6 on, neighbour discovery passes.
+    "raw_guard": "",
+    "raw_guard_incoming_allow_ipv6": '[firewall]\nincoming = "allow"\nipv6 = "block"\n',
+    "raw_guard_no_lan": "[firewall]\nallow_lan = false\nraw_guard_mark = 0x1\n",
 }
+GUARD_FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor", devices=("eth0", "wlan0"),
+                               guard_unsupported="")
 
 
 def build(case: str) -> policy.Policy:
-    return policy.build(config.parse(CONFIGS[case]), FACTS)
+    facts = GUARD_FACTS if case.startswith("raw_guard") else FACTS
+    return policy.build(config.parse(CONFIGS[case]), facts)
 
 
 def saved(name: str) -> tuple[str, str]:

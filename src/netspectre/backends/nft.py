@@ -193,14 +193,26 @@ def _preamble() -> str:
     return f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n"
 
 
-def render(p: Policy, *, replace: bool = True) -> tuple[Script, ...]:
+def render(p: Policy, *, replace: bool = True,
+           replace_guard: bool | None = None) -> tuple[Script, ...]:
     """replace=False: for a kernel known to have no table of ours (the preamble's `delete
-    table` is the slowest part of a commit, 13-20 ms)."""
-    return (Script(ARGV, (_preamble() if replace else "") + table(p)),)
+    table` is the slowest part of a commit, 13-20 ms). replace_guard: the same for `table
+    netdev netspectre` (None: replace it when the guard is on). Both tables are one commit."""
+    sets, lan = _lan_sets(p)
+    text = (_preamble() if replace else "") + (
+        guard.preamble() if (p.raw_guard if replace_guard is None else replace_guard) else "")
+    return (Script(ARGV, text + table(p) + guard.netdev_table(p, sets, lan)),)
+
+
+def render_guard(p: Policy) -> tuple[Script, ...]:
+    """Only `table netdev netspectre`, replaced (the guard's watcher, for new interfaces)."""
+    sets, lan = _lan_sets(p)
+    return (Script(ARGV, guard.preamble() + guard.netdev_table(p, sets, lan)),)
 
 
 def teardown() -> tuple[Script, ...]:
-    return (Script(ARGV, _preamble()),)
+    """The inet table, then the guard's netdev table (run only where it exists)."""
+    return (Script(ARGV, _preamble()), Script(ARGV, guard.preamble()))
 
 
 def parse_counters(listing_json: str) -> dict[str, dict[str, int]]:

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 
 from netspectre import backends, ipv6, state, sysctl
-from netspectre.backends import Firewall
+from netspectre.backends import Backend, Firewall, guardwatch
 from netspectre.commands import Context, require_root
-from netspectre.config import TorMode
-from netspectre.errors import CleanupFailed, Error, StateError
+from netspectre.config import RawGuard, TorMode
+from netspectre.errors import CleanupFailed, ConfigError, Error, StateError
 from netspectre.facts import gather
 from netspectre.paths import Paths
 from netspectre.plan import Plan, derive
@@ -29,9 +29,24 @@ def _ipv6_sysctls(policy: Policy) -> dict[str, str]:
     return sysctl.read(sysctl.ipv6_keys(sysctl.interfaces()))
 
 
-def plan_for(ctx: Context) -> tuple[HostFacts, Plan]:
-    facts = gather(ctx.config)
+def plan_for(ctx: Context, backend: Backend | None = None) -> tuple[HostFacts, Plan]:
+    """`backend`: the firewall that applies (None: the configured one, detected)."""
+    if backend is None:
+        try:
+            backend = backends.detect(str(ctx.config.firewall.backend), ctx.runner)[0].backend
+        except Error:
+            backend = None  # no firewall tool: the guard is not probed (start refuses anyway)
+    facts = gather(ctx.config, runner=ctx.runner, backend=backend)
     return facts, derive(ctx.config, facts, ctx.paths, which=ctx.runner.which)
+
+
+def refuse_without_guard(ctx: Context, plan: Plan) -> None:
+    """`raw_guard = "on"` where the guard cannot run: refused before anything changes."""
+    if ctx.config.firewall.raw_guard is RawGuard.ON and not plan.policy.raw_guard:
+        raise ConfigError(
+            f'raw_guard = "on" but the guard cannot run here: {plan.policy.raw_guard_off}',
+            'use the nft backend on kernel 5.16 or later, or set [firewall] raw_guard = '
+            '"auto" (on where possible) or "off"; nothing was changed')
 
 
 def converge(ctx: Context, current: State | None, plan: Plan, firewall: Firewall,
@@ -78,6 +93,9 @@ def converge(ctx: Context, current: State | None, plan: Plan, firewall: Firewall
         raise
     if current is not None and current.backend is not firewall.backend:
         backends.open(current.backend, ctx.runner).remove()
+    # The guard's watcher: behind the guard already in force (it only adds interfaces).
+    record = record.with_(guard_pid=guardwatch.converge(
+        p, policy, ctx.config.path, current.guard_pid if current else None))
     # A kill before the next save leaves tor's pid files, which is how `stop` finds it then.
     tor, relaunched = managed.converge(ctx.config, p, record.tor, plan, facts)
     record = record.with_(tor=tor, phase=Phase.ACTIVE)
@@ -99,8 +117,9 @@ def start(ctx: Context, *, wait: bool = True, on_event: OnEvent | None = None,
     """Apply the firewall (fail closed), then Tor; record intent before every effect."""
     require_root("start")
     config, p = ctx.config, ctx.paths
-    facts, plan = plan_for(ctx)
     firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
+    facts, plan = plan_for(ctx, firewall.backend)
+    refuse_without_guard(ctx, plan)
     if not (boot and config.tor.mode is TorMode.SYSTEM):  # at boot the system tor comes later
         managed.preflight(config, p, plan)
     state.ensure_dir(p.run)
@@ -124,8 +143,9 @@ def restart(ctx: Context, *, wait: bool = True,
     relaunched behind it when its torrc changed. Protection never lapses."""
     require_root("restart")
     config, p = ctx.config, ctx.paths
-    facts, plan = plan_for(ctx)
     firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
+    facts, plan = plan_for(ctx, firewall.backend)
+    refuse_without_guard(ctx, plan)
     state.ensure_dir(p.run)
     with state.locked(p.lock, wait=True):
         current = state.load_current(p.state)
@@ -167,6 +187,9 @@ def stop(ctx: Context, *, force: bool = False) -> StopReport:
             managed.stop(current.tor if current else None, p)
         except Error as exc:
             failures.append(exc)
+        # The guard's watcher before the rules: it must not re-commit a table stop removed.
+        failures += [Error(f, "run `netspectre stop` again") for f in guardwatch.stop(
+            p, current.guard_pid if current else None)]
         pinned = current.backend if current is not None else None
         failures += backends.remove_everywhere(pinned, ctx.runner)
         if current is not None and not failures:
