@@ -50,9 +50,23 @@ def status(report: Status | IdleStatus) -> str:
         lines.append(f"  NOTE: {report.config_differs}")
     lines += _policy(report.policy)
     lines.append(f"  IPv6 sysctl disabled: {'yes' if report.ipv6_disabled else 'no'}")
+    lines += _guard(report.guard)
     lines += _counters(report.counters)
     lines += _tor(report.tor)
     return "\n".join(lines)
+
+
+def _guard(g: Mapping[str, object]) -> list[str]:
+    if not g:
+        return []
+    if g.get("raw_guard") != "on":
+        return [f"  raw guard: off ({g.get('reason')})"]
+    guarded = g.get("guarded")
+    devices = ", ".join(map(str, guarded)) if isinstance(guarded, list) and guarded else "none"
+    watcher = (f"watcher pid {g['watcher_pid']}" if g.get("watcher_pid")
+               else "watcher NOT running: new interfaces are not guarded")
+    where = devices if g.get("in_force") else "NOT IN FORCE (table netdev netspectre missing)"
+    return [f"  raw guard: on — {where}; {watcher}"]
 
 
 def _policy(pol: Mapping[str, object]) -> list[str]:

@@ -6,7 +6,7 @@ Their JSON is the commands' `--json` output: keys and values stay as they are.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from netspectre.config import TorMode
@@ -99,6 +99,8 @@ class Status:
     tor: TorStatus
     # Set only when the config on disk would give another plan than the one in force.
     config_differs: str = ""
+    # The raw guard as the kernel has it (commands/report.guard_status).
+    guard: Mapping[str, object] = field(default_factory=dict)
 
     recorded: ClassVar[Literal[True]] = True
 
@@ -112,6 +114,8 @@ class Status:
         }
         if self.config_differs:
             out["config_differs"] = self.config_differs
+        if self.guard:
+            out["raw_guard"] = dict(self.guard)
         return out
 
 

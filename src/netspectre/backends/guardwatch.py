@@ -18,11 +18,15 @@ import socket
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netspectre import facts as host_facts
 from netspectre import fsutil, proc, system
 from netspectre.paths import Paths
 from netspectre.policy import Policy
+
+if TYPE_CHECKING:
+    from netspectre.state import State
 
 COMMAND = "_guard"
 RTMGRP_LINK = 1
@@ -103,6 +107,27 @@ def stop(paths: Paths, recorded: int | None = None) -> list[str]:
     proc.remove(pid_file(paths))
     proc.remove(policy_file(paths))
     return []
+
+
+def status(paths: Paths, current: State, runner: system.Runner) -> dict[str, object]:
+    """The raw guard as the kernel has it now (status, verify, doctor): on/off (why), the
+    interfaces its table covers, every interface there is, and whether the watcher runs."""
+    from netspectre.backends import guard
+    from netspectre.backends.names import Backend
+
+    pol = current.policy
+    out: dict[str, object] = {"raw_guard": pol.get("raw_guard", "off")}
+    if pol.get("raw_guard") != "on":
+        out["reason"] = pol.get("raw_guard_off") or "recorded by a netspectre without the guard"
+        return out
+    listing = ""
+    if current.backend is Backend.NFT and runner.which("nft"):
+        listing = runner.run(["nft", "list", "table", "netdev", guard.TABLE], check=False).stdout
+    out["in_force"] = bool(listing)
+    out["guarded"] = list(guard.guarded(listing))
+    out["interfaces"] = list(host_facts.interfaces())
+    out["watcher_pid"] = running(paths, current.guard_pid)
+    return out
 
 
 def link_events(data: bytes) -> int:

@@ -13,6 +13,7 @@ from netspectre.errors import Error, StateError
 from netspectre.findings import Checks, Finding
 from netspectre.paths import Paths
 from netspectre.plan import Plan
+from netspectre.policy import Policy
 from netspectre.state import Phase, State
 from netspectre.status import ExitReport, IdleStatus, Lockdown, NewnymReport, Status
 from netspectre.tor import running
@@ -51,6 +52,7 @@ def status(ctx: Context) -> Status | IdleStatus:
         ipv6_disabled=sysctl.read([IPV6_ALL]).get(IPV6_ALL) == "1",
         tor=running.status(endpoints(ctx, current), p, current.tor),
         config_differs=config_differs(ctx, current),
+        guard=guard_status(ctx, current),
     )
 
 
@@ -130,6 +132,8 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
     fix = f"sudo netspectre status; {RESTART}"
     found.append(Finding("trans port listening", tor.trans_port_listening, "", fix))
     found.append(Finding("dns port listening", tor.dns_port_listening, "", fix))
+    if current is not None:
+        found += _guard_findings(ctx, current, policy, probe=probe)
     if probe and current is not None:
         v = config.verify
         battery = probes.battery(v.target4, v.target6, v.lan_dns)
@@ -145,6 +149,42 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
                                  f"exit {seen.ip}, IsTor {seen.is_tor}",
                                  "netspectre myip"))
     return Checks(tuple(found))
+
+
+def guard_status(ctx: Context, current: State) -> dict[str, object]:
+    from netspectre.backends import guardwatch
+
+    return guardwatch.status(ctx.paths, current, ctx.runner)
+
+
+def _guard_findings(ctx: Context, current: State, policy: Policy, *,
+                    probe: bool) -> list[Finding]:
+    """The guard on every interface (a table removed by hand is named), the watcher, and the
+    AF_PACKET probe with and without PACKET_QDISC_BYPASS."""
+    g = guard_status(ctx, current)
+    if g["raw_guard"] != "on":
+        return [Finding("raw guard (AF_PACKET)", None, f"off: {g['reason']}", "")]
+    found: list[Finding] = []
+    if not g["in_force"]:
+        found.append(Finding("raw guard in force (table netdev netspectre)", False,
+                             "table netdev netspectre is missing: removed by hand?", RESTART))
+    else:
+        guarded = set(map(str, g["guarded"]))  # type: ignore[call-overload]
+        bare = [i for i in map(str, g["interfaces"]) if i not in guarded]  # type: ignore[call-overload]
+        found.append(Finding("raw guard in force on every interface", not bare,
+                             "not guarded: " + ", ".join(bare) if bare
+                             else "guarded: " + ", ".join(sorted(guarded)), RESTART))
+    found.append(Finding("raw guard's watcher running", g["watcher_pid"] is not None,
+                         f"pid {g['watcher_pid']}" if g["watcher_pid"] else
+                         "not running: interfaces created from now on are not guarded",
+                         RESTART))
+    link = probes.uplink()
+    if probe and link is not None:
+        firewall = backends.open(current.backend, ctx.runner)
+        found += probes.run_raw(link, ctx.config.verify.target4, firewall.counters)
+    elif probe:
+        found.append(Finding("raw AF_PACKET probe", None, "no IPv4 default route to probe", ""))
+    return found
 
 
 def _first_difference(want: str, live: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from netspectre import system
 from netspectre.config import Config, TorMode
 from netspectre.findings import Checks, Finding
 from netspectre.paths import Paths
@@ -80,5 +81,15 @@ def diagnose(config_path: str | None, paths: Paths) -> Checks:
     checks += _guard("tor", tor_checks)
     checks += _guard("ports", port_checks)
     checks += _guard("firewall", firewall_checks)
+    def raw_guard_checks() -> list[Finding]:
+        from netspectre.backends import guardwatch
+        from netspectre.doctor import guard
+
+        recorded = leftovers.current(seen)
+        if not root or recorded is None or not active:
+            return []
+        return guard.findings(guardwatch.status(paths, recorded, system.HOST))
+
     checks += _guard("DNS", dns_checks)
+    checks += _guard("raw guard", raw_guard_checks)
     return Checks(tuple(checks))
