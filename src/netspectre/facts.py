@@ -57,6 +57,8 @@ def guard_unsupported(backend: Backend, runner: system.Runner) -> str:
     release = os.uname().release
     if kernel_version(release) < EGRESS_KERNEL:
         return f"kernel {release} has no netdev egress hook (needs 5.16 or later)"
+    if os.geteuid() != 0:  # `rules` as a user: nft -c needs root; the version must do
+        return ""
     probe = runner.run(["nft", "-c", "-f", "-"], input=PROBE, check=False)
     if probe.returncode != 0:
         said = (probe.stderr.strip().splitlines() or ["no reason given"])[0]
