@@ -7,6 +7,8 @@ second; verify names a guard removed by hand; the iptables backends say why ther
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -216,3 +218,22 @@ def test_iptables_backends_have_no_guard(clean: Topology, name: str) -> None:
     status = topo.netspectre(None, "status").data
     assert status["raw_guard"]["raw_guard"] == "off"
     assert "netdev family" in str(status["raw_guard"]["reason"])
+
+
+def test_a_dead_watcher_leaves_the_guard_and_restart_brings_it_back(clean: Topology) -> None:
+    topo = clean
+    cfg = config(topo)
+    topo.start(cfg)
+    pid = int((topo.state_dir / "guard.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}/cmdline").exists()
+             or not Path(f"/proc/{pid}/cmdline").read_bytes(), timeout=5.0, what="killed")
+    guard = topo.netspectre(None, "status").data["raw_guard"]
+    assert guard["watcher_pid"] is None and guard["in_force"], guard  # fail closed
+    doctor = topo.netspectre(cfg, "doctor").data["checks"]
+    assert [c for c in doctor if c["check"] == "raw guard's watcher running"
+            and c["ok"] is False], doctor
+    run = topo.netspectre(cfg, "restart", "--no-wait")
+    assert run.rc == 0, str(run)
+    guard = topo.netspectre(None, "status").data["raw_guard"]
+    assert guard["watcher_pid"] and guard["watcher_pid"] != pid, guard
