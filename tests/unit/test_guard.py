@@ -156,3 +156,33 @@ def test_link_events_are_counted() -> None:
     other = (16).to_bytes(4, "little") + (20).to_bytes(2, "little") + b"\0" * 10
     assert guardwatch.link_events(msg + other + msg) == 2
     assert guardwatch.link_events(b"") == 0
+
+
+def test_doctor_names_each_interface_and_the_watcher() -> None:
+    from netspectre.doctor import guard as judge
+
+    rows = judge.findings({"raw_guard": "on", "in_force": True, "guarded": ["eth0"],
+                           "interfaces": ["eth0", "usb0"], "watcher_pid": None})
+    verdicts = {r.check: r.ok for r in rows}
+    assert verdicts == {"raw guard on eth0": True, "raw guard on usb0": False,
+                        "raw guard's watcher running": False}
+    (gone,) = judge.findings({"raw_guard": "on", "in_force": False})
+    assert gone.ok is False and "removed by hand" in gone.detail
+    (off,) = judge.findings({"raw_guard": "off", "reason": "the iptables-nft backend …"})
+    assert off.ok is None and "iptables-nft" in off.detail
+
+
+def test_the_raw_probe_is_judged_by_errno_or_counter() -> None:
+    import errno
+
+    from netspectre import probes, wire
+
+    ok, _ = probes.judge_raw(probes.Observation(error=errno.ENOBUFS, at_send=True), {})
+    assert ok
+    ok, _ = probes.judge_raw(probes.Observation(), {"blocked_raw": 1})
+    assert ok
+    ok, why = probes.judge_raw(probes.Observation(), {})
+    assert not ok and "left" in why
+    frame = probes.raw_frame(b"\x02" * 6, "198.51.100.1")
+    assert frame[:6] == b"\xff" * 6 and frame[12:14] == b"\x08\x00"
+    assert wire.checksum(frame[14:34]) == 0
