@@ -171,7 +171,13 @@ def run(paths: Paths) -> int:
                        socket.NETLINK_ROUTE) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((0, RTMGRP_LINK))  # subscribed before the first sync: nothing is missed
-        committed = sync(None)
+        # start committed the guard for the policy's interfaces: re-committing the same would
+        # only reset blocked_raw (a new table starts its counter at 0).
+        try:
+            known: tuple[str, ...] | None = read_policy(paths).guard_devices
+        except (OSError, ValueError, TypeError, KeyError):
+            known = None
+        committed = sync(known)
         note("watching links")
         lost = b"\0" * 16
         while True:
