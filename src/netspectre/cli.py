@@ -201,6 +201,30 @@ def _disable(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _watch(ctx: Context, args: argparse.Namespace, out: Output) -> int:
+    """Ctrl-C is how watch ends: status 0, not 130."""
+    import json
+
+    from netspectre import cli_text
+    from netspectre.commands import watch
+
+    redraw = sys.stdout.isatty() and not out.json
+    try:
+        for frame in watch.watch(ctx):
+            if redraw:
+                print("\033[H\033[2J" + cli_text.watch_screen(frame), flush=True)
+                continue
+            for changed in frame.changed:
+                print(json.dumps(changed.to_json()) if out.json else cli_text.attempt(changed))
+            if frame.summary:
+                print(json.dumps(frame.to_json()) if out.json
+                      else cli_text.watch_summary(frame))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def _supervise(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     from netspectre.tor import managed
 
@@ -219,7 +243,7 @@ PLAIN: dict[str, Callable[[argparse.Namespace, Output], int]] = {
 WITH_CONTEXT: dict[str, Callable[[Context, argparse.Namespace, Output], int]] = {
     "start": _start, "stop": _stop, "restart": _restart, "status": _status, "rules": _rules,
     "myip": _myip, "check": _myip, "newnym": _newnym, "verify": _verify, "enable": _enable,
-    "disable": _disable, "_supervise": _supervise, "_guard": _guard,
+    "disable": _disable, "_supervise": _supervise, "watch": _watch, "_guard": _guard,
 }
 
 

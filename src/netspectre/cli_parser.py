@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true",
                    help="return before a relaunched Tor has bootstrapped")
     sub.add_parser("status", help="what is in force, counters, Tor's state")
+    sub.add_parser("watch", help="live view while active: counters, Tor, and every refused "
+                                  "attempt with its user and program (Ctrl-C to quit)")
     p = sub.add_parser("rules", help="print the ruleset `start` would apply (no root needed)")
     p.add_argument("--backend", choices=[c for c in CHOICES if c != AUTO])
     sub.add_parser("myip", aliases=["check"], help="ask an exit-check service through Tor")

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # annotations only: printing one report needs no other report
     from netspectre.reports import StartReport, StopReport
     from netspectre.status import ExitReport, IdleStatus, NewnymReport, Status, TorStatus
     from netspectre.units import UnitReport
+    from netspectre.watchframes import Attempt, Frame, TorLive
 
 PORT_NAMES = (("TransPort", "trans_port_listening"), ("DNSPort", "dns_port_listening"),
               ("SocksPort", "socks_port_listening"))
@@ -147,4 +148,57 @@ def table(findings: tuple[Finding, ...], *, ok: bool) -> str:
     lines.append(f"{'PASS' if ok else 'FAIL'}: {passed} ok, {failed} failed"
                  + (f", {len(findings) - passed - failed} skipped"
                     if passed + failed < len(findings) else ""))
+    return "\n".join(lines)
+
+
+# -- watch -------------------------------------------------------------------------------------
+
+
+def attempt(a: Attempt) -> str:
+    """`uid 1000 (firefox): UDP 443 → 203.0.113.5 (QUIC) refused ×12`"""
+    who = f"uid {a.uid if a.uid is not None else '?'} ({a.program})"
+    if a.program.startswith("forwarded"):
+        who = a.program
+    port = f" {a.port}" if a.port is not None else ""
+    label = f" ({a.label})" if a.label else ""
+    return f"{who}: {a.proto}{port} → {a.dst}{label} refused ×{a.count} [{a.counter}]"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit_, step in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= step:
+            return f"{n / step:.1f} {unit_}"
+    return f"{n} B"
+
+
+def watch_tor(t: TorLive) -> str:
+    if t.error:
+        return f"tor: {t.error}"
+    boot = f"{t.bootstrap} %" if t.bootstrap is not None else "?"
+    return (f"tor: bootstrapped {boot}, {t.circuits if t.circuits is not None else '?'} "
+            f"circuits, read {_size(t.read)}, written {_size(t.written)}")
+
+
+def watch_summary(f: Frame) -> str:
+    """One line: Tor, the counters that moved, the refused total."""
+    moving = [f"{c.name} {c.packets} ({c.rate:.1f}/s)" for c in f.counters if c.packets]
+    lost = f"; {f.lost} log batches lost" if f.lost else ""
+    return (f"{time.strftime('%H:%M:%S', time.localtime(f.at))} {watch_tor(f.tor)} | "
+            + (", ".join(moving) or "no counter moved")
+            + f" | refused {f.refused} from {len(f.attempts)} sources{lost}")
+
+
+def watch_screen(f: Frame, *, rows: int = 20) -> str:
+    """The whole view, redrawn once a second on a terminal."""
+    when = time.strftime("%H:%M:%S", time.localtime(f.at))
+    lines = [f"netspectre watch — {when} — backend {f.backend} (Ctrl-C to quit)",
+             "  " + watch_tor(f.tor), "", f"  {'counter':<18}{'packets':>12}{'rate':>10}"]
+    lines += [f"  {c.name:<18}{c.packets:>12}{c.rate:>8.1f}/s" for c in f.counters]
+    lines += ["", f"  refused attempts ({f.refused} packets logged"
+                  + (f", {f.lost} batches lost" if f.lost else "") + "):"]
+    lines += ["    " + attempt(a) for a in f.attempts[:rows]] or ["    none"]
+    if len(f.attempts) > rows:
+        lines.append(f"    … and {len(f.attempts) - rows} more")
     return "\n".join(lines)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
 from pathlib import Path
 
+from netspectre import sockets
 from netspectre.proc import PROC, alive
 from netspectre.proc import read_pid as read_pid
 from netspectre.proc import remove as remove
@@ -61,46 +61,9 @@ def ours(files: Files, proc: Path = PROC) -> dict[str, int]:
 # -- who holds a port (for clash reports) ------------------------------------------------------
 
 
-def _inodes(port: int, tables: Iterable[str], proc: Path) -> set[str]:
-    inodes: set[str] = set()
-    for table in tables:
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 10:
-                continue
-            local, state, inode = fields[1], fields[3], fields[9]
-            listening = state == "0A" if table.startswith("tcp") else state == "07"
-            if listening and int(local.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
-    return inodes
-
-
 def port_owners(port: int, *, udp: bool, proc: Path = PROC) -> list[int]:
     """Pids holding a listening (TCP) or bound (UDP) socket on `port`; needs root to see all."""
-    inodes = _inodes(port, ("udp", "udp6") if udp else ("tcp", "tcp6"), proc)
-    if not inodes:
-        return []
-    wanted = {f"socket:[{i}]" for i in inodes}
-    pids: list[int] = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fds = list((entry / "fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(fd) in wanted:
-                    pids.append(int(entry.name))
-                    break
-            except OSError:
-                continue
-    return sorted(pids)
+    return sockets.listeners(port, udp=udp, proc=proc)
 
 
 def describe(pid: int, proc: Path = PROC) -> str:
