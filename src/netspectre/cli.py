@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from netspectre import cli_text  # pure and cheap: formats what the handlers print
 from netspectre.cli_parser import parser as _parser
 from netspectre.errors import CleanupFailed, CommandFailed, Error, ExitStatus
 
@@ -85,7 +86,7 @@ def _units(args: argparse.Namespace, out: Output) -> int:
 
 
 def _doctor(args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text, doctor, paths
+    from netspectre import doctor, paths
 
     report = doctor.diagnose(args.config, paths.detect())
     out.report(report, cli_text.checks(report))
@@ -104,7 +105,6 @@ def _lab(args: argparse.Namespace, out: Output) -> int:
 
 
 def _start(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import lifecycle
 
     if args.boot:
@@ -120,7 +120,6 @@ def _start(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _stop(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import lifecycle
 
     report = lifecycle.stop(ctx, force=args.force)
@@ -140,7 +139,6 @@ def _restart(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _status(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import report
 
     found = report.status(ctx)
@@ -157,7 +155,6 @@ def _rules(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _myip(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import report
 
     seen = report.myip(ctx)
@@ -166,7 +163,6 @@ def _myip(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _newnym(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import report
 
     done = report.newnym(ctx)
@@ -175,7 +171,6 @@ def _newnym(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _verify(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import report
 
     found = report.verify(ctx, probe=not args.no_probes, exit_check=not args.no_myip)
@@ -184,7 +179,6 @@ def _verify(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _enable(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import boot
 
     done = boot.enable(ctx, now=args.now, on_event=out.event)
@@ -193,7 +187,6 @@ def _enable(ctx: Context, args: argparse.Namespace, out: Output) -> int:
 
 
 def _disable(ctx: Context, args: argparse.Namespace, out: Output) -> int:
-    from netspectre import cli_text
     from netspectre.commands import boot
 
     done = boot.disable(ctx, now=args.now)
@@ -205,7 +198,6 @@ def _watch(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     """Ctrl-C is how watch ends: status 0, not 130."""
     import json
 
-    from netspectre import cli_text
     from netspectre.commands import watch
 
     redraw = sys.stdout.isatty() and not out.json

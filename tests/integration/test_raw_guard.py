@@ -46,7 +46,7 @@ def raw_send(topo: Topology, *, bypass: bool, mark: int = 0, dev: str = "up0",
              dst: str = WEB) -> dict[str, Any]:
     """One AF_PACKET frame from root in the client, as verify fires it."""
     code = (
-        "import json, sys; from netspectre import probes; "
+        "import json, sys; from netspectre import rawprobe as probes; "
         f"o = probes.fire_raw({dev!r}, {dst!r}, bypass={bypass}, mark={mark}); "
         "print(json.dumps({'error': o.error}))"
     )

@@ -175,14 +175,14 @@ def test_doctor_names_each_interface_and_the_watcher() -> None:
 def test_the_raw_probe_is_judged_by_errno_or_counter() -> None:
     import errno
 
-    from netspectre import probes, wire
+    from netspectre import probes, rawprobe, wire
 
-    ok, _ = probes.judge_raw(probes.Observation(error=errno.ENOBUFS, at_send=True), {})
+    ok, _ = rawprobe.judge_raw(probes.Observation(error=errno.ENOBUFS, at_send=True), {})
     assert ok
-    ok, _ = probes.judge_raw(probes.Observation(), {"blocked_raw": 1})
+    ok, _ = rawprobe.judge_raw(probes.Observation(), {"blocked_raw": 1})
     assert ok
-    ok, why = probes.judge_raw(probes.Observation(), {})
+    ok, why = rawprobe.judge_raw(probes.Observation(), {})
     assert not ok and "left" in why
-    frame = probes.raw_frame(b"\x02" * 6, "198.51.100.1")
+    frame = rawprobe.raw_frame(b"\x02" * 6, "198.51.100.1")
     assert frame[:6] == b"\xff" * 6 and frame[12:14] == b"\x08\x00"
     assert wire.checksum(frame[14:34]) == 0

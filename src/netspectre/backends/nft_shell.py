@@ -82,10 +82,12 @@ class NftFirewall:
         return True  # asking is as cheap as guessing
 
     def present(self) -> bool:
+        """The protecting table is in force. The guard's netdev table alone protects nothing
+        (it passes marked packets, and only our inet table marks): it does not count."""
         if self.runner.which("nft") is None:
             return False
-        return (self.runner.run(["nft", "list", "table", "inet", TABLE],
-                                check=False).returncode == 0 or self.guard_present())
+        return self.runner.run(["nft", "list", "table", "inet", TABLE],
+                               check=False).returncode == 0
 
     def counters(self) -> dict[str, dict[str, int]]:
         out = self.runner.run(["nft", "-j", "list", "counters", "table", "inet", TABLE]).stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict
 
-from netspectre import backends, probes, state, sysctl
+from netspectre import backends, probes, rawprobe, state, sysctl
 from netspectre.backends import Firewall
 from netspectre.commands import Context, require_root
 from netspectre.commands.lifecycle import plan_for
@@ -178,10 +178,10 @@ def _guard_findings(ctx: Context, current: State, policy: Policy, *,
                          f"pid {g['watcher_pid']}" if g["watcher_pid"] else
                          "not running: interfaces created from now on are not guarded",
                          RESTART))
-    link = probes.uplink()
+    link = rawprobe.uplink()
     if probe and link is not None:
         firewall = backends.open(current.backend, ctx.runner)
-        found += probes.run_raw(link, ctx.config.verify.target4, firewall.counters)
+        found += rawprobe.run_raw(link, ctx.config.verify.target4, firewall.counters)
     elif probe:
         found.append(Finding("raw AF_PACKET probe", None, "no IPv4 default route to probe", ""))
     return found
