@@ -2,7 +2,7 @@
 """Time-to-protect, stop and --help, measured in a throwaway network namespace.
 
 Usage (root): python3 bench/perf.py [--runs N] [--python /usr/bin/python3] [--src DIR]
-                                    [--tor-router FILE]
+                                    [--tor-router FILE] [--raw-guard auto|on|off]
 Tor is "already running": a stand-in listens on TransPort/DNSPort (tor.mode = "system"),
 so the numbers are netspectre's own cost: Python start-up, rendering, one nft/iptables commit.
 
@@ -118,6 +118,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--python", default="/usr/bin/python3")
     ap.add_argument("--backend", default="nft")
+    ap.add_argument("--raw-guard", choices=["auto", "on", "off"],
+                    help="[firewall] raw_guard (default: the config's default); 'off' times the "
+                         "rest without the guard's probe, netdev table and watcher")
     ap.add_argument("--no-site", action="store_true",
                     help="python -S: leave out site-packages .pth hooks of this machine")
     ap.add_argument("--src", type=Path, default=ROOT / "src",
@@ -160,8 +163,9 @@ def main() -> int:
         for name, extra in cases.items():
             cfg = tmp / f"{name.replace(' ', '_')}.toml"
             lan = json.dumps(["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", *extra])
+            guard = f'raw_guard = "{args.raw_guard}"\n' if args.raw_guard else ""
             cfg.write_text(f'[tor]\nmode = "system"\n[firewall]\nbackend = "{args.backend}"\n'
-                           f"lan = {lan}\n")
+                           f"lan = {lan}\n{guard}")
             out = sh(*in_ns, sys.executable, __file__, "--inner", str(args.runs), str(cfg),
                      reference, *base, env=env).stdout
             starts, stops, refs = json.loads(out)
