@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -150,8 +151,11 @@ def run(paths: Paths) -> int:
     firewall = NftFirewall(system.HOST)
 
     def note(message: str) -> None:
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} guard[{os.getpid()}]: {message}",
-              flush=True)
+        # Like the tor supervisor: a daemon's notes go to its own log (launch opened it as
+        # our stdout), never through cli's printing.
+        sys.stdout.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} guard[{os.getpid()}]: "
+                         f"{message}\n")
+        sys.stdout.flush()
 
     def sync(committed: tuple[str, ...] | None) -> tuple[str, ...] | None:
         now = host_facts.interfaces()
