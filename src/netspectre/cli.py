@@ -229,6 +229,13 @@ def _guard(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     return guardwatch.run(ctx.paths)
 
 
+def _run(ctx: Context, args: argparse.Namespace, out: Output) -> int:
+    from netspectre.commands import run
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return run.run(ctx, argv, user=args.user, shared=args.shared)
+
+
 PLAIN: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "_man": _man, "_completion": _completion, "_units": _units, "doctor": _doctor, "lab": _lab,
 }
@@ -236,6 +243,7 @@ WITH_CONTEXT: dict[str, Callable[[Context, argparse.Namespace, Output], int]] = 
     "start": _start, "stop": _stop, "restart": _restart, "status": _status, "rules": _rules,
     "myip": _myip, "check": _myip, "newnym": _newnym, "verify": _verify, "enable": _enable,
     "disable": _disable, "_supervise": _supervise, "watch": _watch, "_guard": _guard,
+    "run": _run,
 }
 
 

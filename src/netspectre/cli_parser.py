@@ -51,6 +51,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--now", action="store_true", help="also start now")
     p = sub.add_parser("disable", help="no protection at boot (does not lift the firewall)")
     p.add_argument("--now", action="store_true", help="also stop now")
+    p = sub.add_parser("run", help="run one program through Tor, in a sandbox of its own "
+                                    "(no root needed; the rest of the machine is untouched)")
+    p.add_argument("--user", metavar="NAME",
+                   help="as root: run the program as NAME (default: the sudo user)")
+    p.add_argument("--shared", action="store_true",
+                   help="share circuits with other --shared runs (default: circuits of its own)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                   help="the program and its arguments (after --)")
     lab = sub.add_parser("lab", help="a private Tor network in namespaces (offline demo)")
     lab.add_argument("action", choices=["up", "down", "status", "demo", "shell"])
     lab.add_argument("--backend", choices=[b.value for b in Backend],
