@@ -7,6 +7,7 @@ Tor's "host unreachable"). Every request is recorded, so a test sees what reache
 
 from __future__ import annotations
 
+import json
 import socket
 import socketserver
 import threading
@@ -25,6 +26,7 @@ class Request:
 class Stub:
     names: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    log: str | None = None  # also one JSON line per request here (the stub in a subprocess)
     server: socketserver.ThreadingTCPServer | None = None
 
     @property
@@ -49,6 +51,12 @@ class Stub:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+    def _record(self, request: Request) -> None:
+        self.requests.append(request)
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(json.dumps(request.__dict__) + "\n")
 
     def _serve(self, s: socket.socket) -> None:
         def exactly(n: int) -> bytes:
@@ -80,7 +88,7 @@ class Stub:
                 host = exactly(exactly(1)[0]).decode()
             port = int.from_bytes(exactly(2), "big")
             kind = {1: "connect", 0xF0: "resolve"}.get(cmd, f"cmd{cmd}")
-            self.requests.append(Request(kind, host, port, user))
+            self._record(Request(kind, host, port, user))
             if kind == "resolve":
                 addr = self.names.get(host)
                 if addr is None:
@@ -96,3 +104,20 @@ class Stub:
             pass
         finally:
             s.close()
+
+
+
+def main(argv: list[str]) -> None:
+    """`socksstub.py PORT LOG NAME=ADDR...`: serve until killed, one JSON line per request."""
+    import time
+
+    stub = Stub(names=dict(a.split("=", 1) for a in argv[2:]), log=argv[1]).start(int(argv[0]))
+    print(f"ready {stub.port}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

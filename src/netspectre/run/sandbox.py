@@ -178,7 +178,10 @@ def _become(spec: Spec) -> NoReturn:
         for sig in RESET:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        os.execvpe(spec.argv[0], list(spec.argv), t.env)
+        path = spec.argv[0]
+        if "/" not in path:  # as a shell does: a PATH entry we may not read is not "found"
+            path = shutil.which(path, path=t.env.get("PATH", system.DEFAULT_PATH)) or ""
+        os.execve(path, list(spec.argv), t.env)
     except FileNotFoundError:
         sys.stderr.write(f"netspectre run: {spec.argv[0]}: command not found\n")
         os._exit(127)
