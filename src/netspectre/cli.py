@@ -233,7 +233,9 @@ def _run(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     from netspectre.commands import run
 
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return run.run(ctx, argv, user=args.user, shared=args.shared)
+    return run.run(ctx, argv, user=args.user, shared=args.shared,
+                   notice=lambda line: print(f"netspectre run: {line}", file=sys.stderr,
+                                             flush=True))
 
 
 PLAIN: dict[str, Callable[[argparse.Namespace, Output], int]] = {

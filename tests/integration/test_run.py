@@ -22,12 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import netns
+from tests.support import netns, runcopy
 from tests.support.netns import Capture, Netns, wait_for
+from tests.support.runcopy import NOBODY, PY
 
-REPO = Path(__file__).resolve().parents[2]
-PY = "/usr/bin/python3"  # the unprivileged user cannot run root's venv interpreter
-NOBODY = 65534
 TARGET4, TARGET6 = "198.51.100.5", "2001:db8:99::5"  # off-link: routed to the peer
 NAMES = {"echo.test": "203.0.113.80"}
 
@@ -41,13 +39,8 @@ class Env:
     log: Path  # the stub's requests, one JSON line each
     stub: subprocess.Popen[bytes]
 
-    def argv(self, *run_args: str, user: str = "nobody", sudo: bool = True) -> list[str]:
-        base = ["env", f"PYTHONPATH={self.root}", PY, "-m", "netspectre",
-                "--config", str(self.config), "run", *run_args]
-        if user == "nobody":
-            return ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
-                    *base]
-        return ["env", f"SUDO_UID={NOBODY}", f"SUDO_GID={NOBODY}", *base] if sudo else base
+    def argv(self, *run_args: str, user: str = "nobody") -> list[str]:
+        return runcopy.argv(self.root, self.config, *run_args, user=user)
 
     def run(self, *run_args: str, user: str = "nobody", timeout: float = 30) -> \
             subprocess.CompletedProcess[str]:
@@ -79,12 +72,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     missing = netns.missing_tools(("ip", "nft", "tcpdump", "setpriv"))
     if missing or not os.path.exists(PY):
         pytest.skip(f"needs {missing or PY}")
-    root = Path("/tmp") / netns.unique_name("nsrun")  # not under a 0700 home
-    root.mkdir(mode=0o755)
-    shutil.copytree(REPO / "src" / "netspectre", root / "netspectre")
-    for name in ("runprobe.py", "socksstub.py"):
-        shutil.copy(REPO / "tests" / "support" / name, root / name)
-    subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+    root = runcopy.make()
     log = root / "requests.jsonl"
     with netns.namespaces("nsrun-host", "nsrun-peer") as (host, peer):
         netns.veth(host, "up0", peer, "down0")
@@ -321,7 +309,6 @@ def test_no_tor_is_a_one_line_error_and_nothing_starts(env: Env, tmp_path: Path)
 def test_resolving_daemons_sockets_are_hidden(env: Env) -> None:
     """systemd-resolved's varlink socket, nscd's, avahi's and the D-Bus system bus: reachable
     from outside (control), never from inside the run."""
-    shutil.copy(REPO / "tests" / "support" / "runsockets.py", env.root / "runsockets.py")
     run_argv = env.argv("--")
     done = env.host.run(["unshare", "-m", "--propagation", "private", PY,
                          str(env.root / "runsockets.py"), *run_argv], check=False, timeout=60)

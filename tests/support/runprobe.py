@@ -2,7 +2,8 @@
 with the system's python3 as an unprivileged user).
 
 Steps (argv): tcp:HOST:PORT  udp:HOST:PORT  resolve:NAME  raw  packet  ping  caps  uid
-unix:PATH  (IPv6 hosts in brackets: tcp:[2001:db8::5]:80).
+unix:PATH  http:HOST (GET /api/ip, the lab's web server)  hold:HOST:SECONDS (GET /api/ip
+on a kept-alive connection, report, then keep it open) (IPv6 hosts in brackets).
 """
 
 from __future__ import annotations
@@ -33,6 +34,26 @@ def step(spec: str) -> dict[str, object]:
             fam = socket.AF_INET6 if ":" in host else socket.AF_INET
             with socket.socket(fam, socket.SOCK_DGRAM) as s:
                 s.sendto(b"netspectre-run-probe", (host, port))
+        elif kind in ("http", "hold"):
+            host, _, seconds = arg.partition(":") if kind == "hold" else (arg, "", "0")
+            with socket.create_connection((host.strip("[]"), 80), timeout=60) as s:
+                s.sendall(f"GET /api/ip HTTP/1.1\r\nHost: {host}\r\n"
+                          f"Connection: keep-alive\r\n\r\n".encode())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("closed before a response")
+                    head += chunk
+                _, _, body = head.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), b"0"))
+                while len(body) < length:
+                    body += s.recv(65536)
+                out["json"] = json.loads(body)
+                if kind == "hold":
+                    print(json.dumps({**out, "ok": True}), flush=True)
+                    time.sleep(float(seconds))
         elif kind == "resolve":
             out["addresses"] = sorted({a[4][0] for a in socket.getaddrinfo(
                 arg, 80, socket.AF_INET, socket.SOCK_STREAM)})

@@ -11,7 +11,7 @@ import pwd
 import secrets
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from netspectre import state as state_mod
@@ -144,8 +144,8 @@ async def _serve(r: relay.Relay, socks: Sequence[socket.socket], ipv6: bool, pid
     return sandbox._status(status)
 
 
-def run(ctx: Context, argv: Sequence[str], *, user: str | None = None,
-        shared: bool = False) -> int:
+def run(ctx: Context, argv: Sequence[str], *, user: str | None = None, shared: bool = False,
+        notice: Callable[[str], None] = lambda _line: None) -> int:
     """Run argv through Tor; its exit status (125 when the sandbox could not be built)."""
     if not argv:
         raise Error("nothing to run", "usage: netspectre run [--user NAME] [--shared] -- CMD")
@@ -167,7 +167,7 @@ def run(ctx: Context, argv: Sequence[str], *, user: str | None = None,
     username, password = _credentials(shared)
     r = relay.Relay(relay.Tor(sp.host, sp.port, username, password),
                     relay.OnionMap(ipaddress.IPv4Network(ctx.config.tor.virtual_network)),
-                    frozenset())
+                    frozenset(), notice)
     port = int(str(message["relay_port"]))
     r.listeners = frozenset({("127.0.0.1", port), ("::1", port)})
     return asyncio.run(_serve(r, socks, bool(message.get("ipv6")), pid))

@@ -13,7 +13,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,11 +69,13 @@ async def _socks(tor: Tor, request: bytes) -> tuple[socket.socket, bytes]:
     sock.setblocking(False)
     try:
         await loop.sock_connect(sock, (tor.host, tor.port))
-        await loop.sock_sendall(sock, socks.auth_greeting()
-                                + socks.auth_request(tor.username, tor.password))
+        # One message at a time: tor keeps one reply per read, so a pipelined greeting and
+        # authentication get only the second answer.
+        await loop.sock_sendall(sock, socks.auth_greeting())
         method = await _exactly(loop, sock, 2)
         if method != b"\x05\x02":
             raise socks.SocksError(f"Tor's SocksPort refused username/password ({method!r})")
+        await loop.sock_sendall(sock, socks.auth_request(tor.username, tor.password))
         if (await _exactly(loop, sock, 2))[1] != 0:
             raise socks.SocksError("Tor's SocksPort refused the run's credentials")
         await loop.sock_sendall(sock, request)
@@ -109,8 +111,10 @@ async def _pump(src: socket.socket, dst: socket.socket) -> None:
 
 
 class Relay:
-    def __init__(self, tor: Tor, onions: OnionMap, listeners: frozenset[tuple[str, int]]):
+    def __init__(self, tor: Tor, onions: OnionMap, listeners: frozenset[tuple[str, int]],
+                 notice: Callable[[str], None] = lambda _line: None):
         self.tor, self.onions, self.listeners = tor, onions, listeners
+        self.notice = notice  # one line per refused stream (the CLI prints it, as torsocks does)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -139,7 +143,13 @@ class Relay:
         try:
             upstream, _ = await asyncio.wait_for(
                 _socks(self.tor, socks.connect_request(target, port)), SOCKS_TIMEOUT)
-        except (OSError, socks.SocksError, TimeoutError):
+        except socks.SocksError as exc:
+            self.notice(f"{target}:{port}: {exc.message}")
+            _reset(conn)
+            return
+        except (OSError, TimeoutError) as exc:
+            self.notice(f"{target}:{port}: Tor's SocksPort {self.tor.host}:{self.tor.port}: "
+                        f"{getattr(exc, 'strerror', None) or exc or 'timed out'}")
             _reset(conn)
             return
         for s in (conn, upstream):
