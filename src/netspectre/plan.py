@@ -33,7 +33,9 @@ class Plan:
         """Changes when anything `restart` would change does (rules, ports, the torrc)."""
         # The guarded interfaces are a fact of the moment (the guard's watcher follows them):
         # a new USB tether is not a changed config.
-        policy = {k: v for k, v in asdict(self.policy).items() if k != "guard_devices"}
+        # No bypass configured: the digest is the one recorded before bypasses existed.
+        policy = {k: v for k, v in asdict(self.policy).items()
+                  if k != "guard_devices" and not (k.startswith("bypass_") and not v)}
         text = json.dumps([policy, asdict(self.endpoints), self.torrc],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()

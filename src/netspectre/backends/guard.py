@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from netspectre.backends.owners import bypass
+
 if TYPE_CHECKING:
     from netspectre.policy import Policy
 
@@ -57,6 +59,8 @@ def _rules(p: Policy, lan: list[str]) -> list[str]:
     rules = ["meta protocol arp accept",
              # Tor is the one owner whose packets may reach the Internet (IPv4 only).
              f"{marked} meta protocol ip meta skuid {p.tor_uid} accept"]
+    # The bypass accounts' packets were let out by the inet table (so marked): they pass too.
+    rules += [f"{marked} {r}" for r in bypass(p, "accept")]
     if not p.block_incoming:
         # Replies to inbound connections come from any socket: with incoming = "allow" the
         # bit alone lets them out (a forged SO_MARK is then not refused; README known limits).

@@ -1,0 +1,142 @@
+"""Issue 10 items 2 and 3, pure parts: the bypass keys, their resolution, the policy, the
+digest of configs without them, and the no-firewall state."""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import pwd
+from pathlib import Path
+
+import pytest
+
+from netspectre import config, facts, policy
+from netspectre.backends import Backend, guard, iptables, nft
+from netspectre.errors import ConfigError
+from netspectre.paths import Paths
+from netspectre.plan import derive
+
+FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor")
+PATHS = Paths(run=Path("/run/x"), lib=Path("/l"), daemon=Path("/d"))
+
+
+def test_bypass_keys_parse_and_deduplicate() -> None:
+    c = config.parse('[firewall]\nbypass_users = ["alice", "bob", "alice"]\n'
+                     'bypass_groups = ["netspectre-bypass"]\n')
+    assert c.firewall.bypass_users == ("alice", "bob")
+    assert c.firewall.bypass_groups == ("netspectre-bypass",)
+    assert config.parse("").firewall.bypass_users == ()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('bypass_users = "alice"', "firewall.bypass_users"),
+    ("bypass_users = [1000]", "firewall.bypass_users"),
+    ('bypass_groups = ["-rf"]', "not a valid account name"),
+    ('bypass_groups = ["a b"]', "not a valid account name"),
+    ('bypass_user = ["alice"]', "unknown key 'firewall.bypass_user'"),
+])
+def test_bad_bypass_values_are_refused(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.parse(f"[firewall]\n{text}\n")
+    assert needle in err.value.message
+
+
+def test_names_resolve_to_ids_and_an_unknown_name_is_one_line_with_a_hint() -> None:
+    root_group = grp.getgrgid(0).gr_name
+    c = config.parse(f'[firewall]\nbypass_users = ["root"]\nbypass_groups = ["{root_group}"]\n')
+    assert facts.bypass_users(c) == (("root", 0),)
+    assert facts.bypass_groups(c) == ((root_group, 0),)
+    for key, kind in (("bypass_users", "user"), ("bypass_groups", "group")):
+        bad = config.parse(f'[firewall]\n{key} = ["no-such-account-x"]\n', path="/etc/n.toml")
+        with pytest.raises(ConfigError) as err:
+            facts.gather(bad)
+        assert err.value.message == (f"[firewall] {key}: no {kind} named 'no-such-account-x' "
+                                     "on this machine")
+        assert "/etc/n.toml" in (err.value.hint or "") and "nothing was changed" in (
+            err.value.hint or "")
+
+
+def _policy(text: str, **bypass: tuple[tuple[str, int], ...]) -> policy.Policy:
+    return policy.build(config.parse(text), dataclasses.replace(FACTS, **bypass))
+
+
+def test_policy_and_summary_list_the_bypasses_only_when_configured() -> None:
+    p = _policy("", bypass_users=(("alice", 1000), ("al", 1000), ("backup", 34)),
+                bypass_groups=(("nsb", 990),))
+    assert p.bypass_uids == (34, 1000) and p.bypass_gids == (990,)
+    assert p.summary()["bypass_users"] == [{"name": "alice", "uid": 1000},
+                                           {"name": "al", "uid": 1000},
+                                           {"name": "backup", "uid": 34}]
+    assert p.summary()["bypass_groups"] == [{"name": "nsb", "gid": 990}]
+    plain = _policy("")
+    assert "bypass_users" not in plain.summary() and "bypass_groups" not in plain.summary()
+
+
+def test_a_config_without_bypass_keeps_its_digest() -> None:
+    """The digest of a bypass-free plan is computed as before bypasses existed (a state
+    recorded by the previous netspectre compares equal), and a bypass changes it."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    plan = derive(config.parse('[tor]\nmode = "system"\n'), FACTS, PATHS)
+    old = {k: v for k, v in asdict(plan.policy).items()
+           if k not in ("guard_devices", "bypass_users", "bypass_groups")}
+    text = json.dumps([old, asdict(plan.endpoints), plan.torrc], sort_keys=True, default=str)
+    assert plan.digest() == hashlib.sha256(text.encode()).hexdigest()
+    with_bypass = dataclasses.replace(plan, policy=dataclasses.replace(
+        plan.policy, bypass_groups=(("nsb", 990),)))
+    assert with_bypass.digest() != plan.digest()
+
+
+def test_bypass_rules_come_before_every_redirect_and_refusal() -> None:
+    """nft and iptables: the bypass return is the rule right after Tor's in NAT (before the
+    DNS redirect), and its accept right after Tor's in the filter (before any refusal)."""
+    p = _policy('[firewall]\nipv6 = "block"\n', bypass_users=(("alice", 1000),),
+                bypass_groups=(("nsb", 990),))
+    (script,) = nft.render(p)
+    lines = [line.strip() for line in script.text.splitlines()]
+    nat = lines.index("meta skuid 102 return")
+    assert lines[nat + 1: nat + 3] == ["meta skuid 1000 return", "meta skgid 990 return"]
+    out = lines.index("meta skuid 102 meta nfproto ipv4 accept")
+    assert lines[out + 1: out + 3] == ["meta skuid 1000 accept", "meta skgid 990 accept"]
+    chain = lines.index("chain output {")
+    refusing = [x for x in lines[chain: out] if ("reject" in x or "drop" in x)
+                and "blocked_invalid" not in x]  # only the sanity drops come first
+    assert refusing == ["type filter hook output priority 0; policy drop;"]
+    v4 = {c.name: c.rules for c in iptables.chains(p, 4)}
+    assert v4["NETSPECTRE-NAT"][1:3] == ("-m owner --uid-owner 1000 -j RETURN",
+                                          "-m owner --gid-owner 990 -j RETURN")
+    v6 = {c.name: c.rules for c in iptables.chains(p, 6)}
+    assert "-m owner --gid-owner 990 -j RETURN" in v6["NETSPECTRE-OUT"]
+    assert not any("REJECT" in r for r in v6["NETSPECTRE-OUT"][
+        :v6["NETSPECTRE-OUT"].index("-m owner --gid-owner 990 -j RETURN")])
+
+
+def test_the_guard_admits_marked_bypass_packets_and_nothing_else_new() -> None:
+    base = policy.HostFacts(tor_uid=102, tor_user="debian-tor", devices=("eth0",),
+                            guard_unsupported="")
+    cfg = config.parse("")
+    plain = policy.build(cfg, base)
+    bypassed = policy.build(cfg, dataclasses.replace(base, bypass_groups=(("nsb", 990),)))
+    assert plain.raw_guard and bypassed.raw_guard
+    before = guard.netdev_table(plain, [], []).splitlines()
+    after = guard.netdev_table(bypassed, [], []).splitlines()
+    added = [line.strip() for line in after if line not in before]
+    assert added == ["meta mark & 0x00002000 == 0x00002000 meta skgid 990 accept"]
+
+
+def test_no_bypass_renders_no_owner_rule_but_tors() -> None:
+    p = _policy("")
+    (script,) = nft.render(p)
+    assert script.text.count("meta skuid") == 2 and "skgid" not in script.text
+    assert Backend.NFT.value == "nft"
+
+
+def test_pwd_and_grp_agree_with_facts_for_nobody() -> None:
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no nobody account")
+    c = config.parse('[firewall]\nbypass_users = ["nobody"]\n')
+    assert facts.bypass_users(c) == (("nobody", nobody.pw_uid),)
