@@ -114,7 +114,8 @@ def _start(ctx: Context, args: argparse.Namespace, out: Output) -> int:
         out.report(report, f"netspectre: active from boot (backend {report.backend}); "
                            "Tor bootstraps when the network comes up")
         return 0
-    started = lifecycle.start(ctx, wait=not args.no_wait, on_event=out.event)
+    started = lifecycle.start(ctx, wait=not args.no_wait, on_event=out.event,
+                              firewall=not args.no_firewall)
     out.report(started, cli_text.start(started))
     return 0
 
@@ -131,10 +132,7 @@ def _restart(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     from netspectre.commands import lifecycle
 
     report = lifecycle.restart(ctx, wait=not args.no_wait, on_event=out.event)
-    text = f"netspectre: ruleset replaced atomically (backend {report.backend})"
-    if report.tor_relaunched:
-        text += "; tor relaunched with the new torrc"
-    out.report(report, text)
+    out.report(report, cli_text.restart(report))
     return 0
 
 

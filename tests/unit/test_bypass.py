@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import json
 import pwd
 from pathlib import Path
 
 import pytest
 
-from netspectre import config, facts, policy
+from netspectre import cli_text, config, facts, policy, state
 from netspectre.backends import Backend, guard, iptables, nft
+from netspectre.config import TorMode
 from netspectre.errors import ConfigError
 from netspectre.paths import Paths
 from netspectre.plan import derive
+from netspectre.status import Status, TorStatus
+from netspectre.tor.record import Endpoints, TorRecord
 
 FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor")
 PATHS = Paths(run=Path("/run/x"), lib=Path("/l"), daemon=Path("/d"))
@@ -140,3 +144,79 @@ def test_pwd_and_grp_agree_with_facts_for_nobody() -> None:
         pytest.skip("no nobody account")
     c = config.parse('[firewall]\nbypass_users = ["nobody"]\n')
     assert facts.bypass_users(c) == (("nobody", nobody.pw_uid),)
+
+
+# --- start --no-firewall: the state, the public endpoints, the text -------------------------
+
+def _tor_only_state(**kw: object) -> state.State:
+    base: dict[str, object] = dict(
+        phase=state.Phase.ACTIVE, backend=Backend.NFT, since=1.7e9, boot_id=state.boot_id(),
+        tor=TorRecord(endpoints=Endpoints(mode=TorMode.MANAGED, trans_port=9040, dns_port=9053,
+                                          socks_port=9060, control="/run/tor/control")),
+        firewall=False)
+    base.update(kw)
+    return state.State(**base)  # type: ignore[arg-type]
+
+
+def test_an_old_state_file_without_the_field_is_a_full_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    data = json.loads(_tor_only_state().to_json())
+    assert data["firewall"] is False
+    state.save(path, _tor_only_state())
+    assert state.load(path) == _tor_only_state()
+    del data["firewall"]
+    path.write_text(json.dumps(data))
+    loaded = state.load(path)
+    assert loaded is not None and loaded.firewall is True
+
+
+def test_endpoints_are_published_world_readable_without_the_torrc(tmp_path: Path) -> None:
+    p = Paths(run=tmp_path / "run", lib=tmp_path / "lib", daemon=tmp_path / "d")
+    assert p.endpoints == tmp_path / "run-public" / "endpoints.json"
+    assert Paths(run=Path("/run/netspectre"), lib=Path("/l"), daemon=Path("/d")).public == Path(
+        "/run/netspectre-public/host")
+    assert Paths(run=Path("/run/netspectre/netns-x"), lib=Path("/l"),
+                 daemon=Path("/d")).public == Path("/run/netspectre-public/netns-x")
+    record = _tor_only_state(tor=_tor_only_state().tor.with_(  # type: ignore[union-attr]
+        torrc="Bridge obfs4 198.51.100.9:443 SECRET\n"))
+    assert state.load_endpoints(p.endpoints) is None
+    state.save_endpoints(p.endpoints, record)
+    assert oct(p.endpoints.stat().st_mode & 0o777) == "0o644"
+    assert oct(p.public.stat().st_mode & 0o777) == "0o755"
+    assert "SECRET" not in p.endpoints.read_text() and "Bridge" not in p.endpoints.read_text()
+    endpoints, firewall = state.load_endpoints(p.endpoints)  # type: ignore[misc]
+    assert (endpoints.socks_port, endpoints.mode, firewall) == (9060, TorMode.MANAGED, False)
+    stale = json.loads(p.endpoints.read_text()) | {"boot_id": "another boot"}
+    p.endpoints.write_text(json.dumps(stale))
+    assert state.load_endpoints(p.endpoints) is None  # from before a reboot: nothing is live
+
+
+def _status(**kw: object) -> Status:
+    tor = TorStatus(mode=TorMode.MANAGED, trans_port_listening=True, dns_port_listening=True,
+                    socks_port_listening=True, running=True, up=True, message="Tor is up")
+    base: dict[str, object] = dict(active=True, phase="active", backend="none", since=1.7e9,
+                                   ruleset_in_force=False, policy={}, counters={},
+                                   ipv6_disabled=False, tor=tor, firewall=False)
+    base.update(kw)
+    return Status(**base)  # type: ignore[arg-type]
+
+
+def test_status_says_plainly_that_the_machine_is_not_torified() -> None:
+    s = _status()
+    assert s.to_json()["torified"] is False and s.to_json()["firewall"] is False
+    text = cli_text.status(s)
+    assert ("  WARNING: this machine's own traffic is NOT torified (started with --no-firewall);"
+            " only `netspectre run` uses Tor") in text.splitlines()
+    assert "ACTIVE" not in text
+    full = _status(firewall=True, ruleset_in_force=True, backend="nft")
+    assert full.to_json()["torified"] is True
+    assert _status(firewall=True, ruleset_in_force=False).to_json()["torified"] is False
+
+
+def test_status_lists_the_bypasses_in_force() -> None:
+    pol = {"bypass_users": [{"name": "backup", "uid": 34}],
+           "bypass_groups": [{"name": "netspectre-bypass", "gid": 990}]}
+    assert cli_text.bypasses(pol) == [
+        "  BYPASS (direct, NOT torified, by design): users backup (uid 34); "
+        "groups netspectre-bypass (gid 990)"]
+    assert cli_text.bypasses({}) == []
