@@ -176,6 +176,11 @@ def _verify(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     return 0 if found.ok else 1
 
 
+def _bypass(ctx: Context, args: argparse.Namespace, out: Output) -> int:
+    from netspectre.commands import bypass
+    bypass.run(ctx, args.argv, user=args.user, group=args.group)  # execs, or raises
+
+
 def _enable(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     from netspectre.commands import boot
 
@@ -234,6 +239,7 @@ WITH_CONTEXT: dict[str, Callable[[Context, argparse.Namespace, Output], int]] = 
     "start": _start, "stop": _stop, "restart": _restart, "status": _status, "rules": _rules,
     "myip": _myip, "check": _myip, "newnym": _newnym, "verify": _verify, "enable": _enable,
     "disable": _disable, "_supervise": _supervise, "watch": _watch, "_guard": _guard,
+    "bypass": _bypass,
 }
 
 
@@ -244,15 +250,10 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
     from netspectre.commands import Context
 
     if args.command == "start" and args.boot:  # its own config handling: a bad one locks down
-        return _start(Context(config=_fallback_config(), paths=paths.detect()), args, out)
+        from netspectre.config import Config
+        return _start(Context(config=Config(), paths=paths.detect()), args, out)
     ctx = Context(config=_load_config(args.config), paths=paths.detect())
     return WITH_CONTEXT[args.command](ctx, args, out)
-
-
-def _fallback_config() -> Config:
-    from netspectre.config import Config
-
-    return Config()
 
 
 def _print_error(exc: Error, debug: bool) -> None:

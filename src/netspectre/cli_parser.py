@@ -49,6 +49,13 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="live self-test: rules, leak probes, exit check")
     p.add_argument("--no-probes", action="store_true", help="skip the leak probes")
     p.add_argument("--no-myip", action="store_true", help="skip the exit check through Tor")
+    p = sub.add_parser("bypass", help="run one command outside Tor, a deliberate hole: as the "
+                                      "invoking user, with a bypass group as its gid")
+    p.add_argument("--user", metavar="NAME", help="run as NAME (default: the sudo user)")
+    p.add_argument("--group", metavar="NAME",
+                   help="the bypass group to use when several are in force")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="-- COMMAND [ARG...]: run directly, its exit status is netspectre's")
     sub.add_parser("doctor", help="explain what is wrong, with the command that fixes it")
     p = sub.add_parser("enable", help="protect from boot: install and enable the systemd unit")
     p.add_argument("--now", action="store_true", help="also start now")

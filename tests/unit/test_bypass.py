@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import grp
 import json
+import os
 import pwd
 from pathlib import Path
 
@@ -220,3 +221,55 @@ def test_status_lists_the_bypasses_in_force() -> None:
         "  BYPASS (direct, NOT torified, by design): users backup (uid 34); "
         "groups netspectre-bypass (gid 990)"]
     assert cli_text.bypasses({}) == []
+
+
+# --- netspectre bypass: which group, which user, refusals ------------------------------------
+
+def test_bypass_uses_the_recorded_group_and_refuses_without_one() -> None:
+    from netspectre.commands import bypass
+
+    one = {"bypass_groups": [{"name": "nsb", "gid": 990}]}
+    two = {"bypass_groups": [{"name": "nsb", "gid": 990}, {"name": "vpn", "gid": 991}]}
+    assert bypass.bypass_group(one, None) == ("nsb", 990)
+    assert bypass.bypass_group(two, "vpn") == ("vpn", 991)
+    for pol, wanted, needle in (({}, None, "no bypass group is in force"),
+                                (two, None, "several bypass groups"),
+                                (one, "vpn", "'vpn' is not a bypass group in force")):
+        with pytest.raises(ConfigError) as err:
+            bypass.bypass_group(pol, wanted)
+        assert needle in err.value.message and err.value.hint
+
+
+def test_bypass_runs_as_the_sudo_user_or_the_named_one() -> None:
+    from netspectre.commands import bypass
+
+    me = pwd.getpwuid(os.getuid())
+    assert bypass.invoker(None, {}).pw_uid == os.getuid()
+    assert bypass.invoker(None, {"SUDO_UID": str(me.pw_uid)}).pw_name == me.pw_name
+    assert bypass.invoker(me.pw_name, {"SUDO_UID": "0"}).pw_uid == me.pw_uid
+    with pytest.raises(ConfigError):
+        bypass.invoker("no-such-account-x", {})
+
+
+@pytest.mark.parametrize("recorded", [None, "tor-only", "applying"])
+def test_bypass_refuses_unless_active_with_the_firewall(tmp_path: Path,
+                                                        recorded: str | None) -> None:
+    from netspectre.commands import Context, bypass
+    from netspectre.errors import StateError
+
+    p = Paths(run=tmp_path / "run", lib=tmp_path / "lib", daemon=tmp_path / "d")
+    p.run.mkdir()
+    if recorded == "tor-only":
+        state.save(p.state, _tor_only_state(policy={"bypass_groups": [{"name": "n", "gid": 9}]}))
+    elif recorded == "applying":
+        state.save(p.state, _tor_only_state(firewall=True, phase=state.Phase.APPLYING))
+    with pytest.raises(StateError) as err:
+        bypass.identity(Context(config=config.Config(), paths=p), user=None, group=None,
+                        environ={})
+    assert ("Tor only" if recorded == "tor-only" else "not active") in err.value.message
+    state.save(p.state, _tor_only_state(firewall=True, policy={
+        "bypass_groups": [{"name": "nsb", "gid": 990}]}))
+    who = bypass.identity(Context(config=config.Config(), paths=p), user=None, group=None,
+                          environ={})
+    assert (who.uid, who.gid, who.group) == (os.getuid(), 990, "nsb")
+    assert 990 not in who.groups
