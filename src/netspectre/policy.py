@@ -47,6 +47,12 @@ class Policy:
     bypass_groups: tuple[tuple[str, int], ...] = ()
 
     @property
+    def neighbour_discovery(self) -> bool:
+        """ICMPv6 ND out and in: for IPv6 LAN ranges, or bypassed IPv6 (ipv6 = "block")."""
+        return (self.allow_lan and bool(self.lan6)) or (
+            bool(self.bypass_users or self.bypass_groups) and not self.disable_ipv6)
+
+    @property
     def bypass_uids(self) -> tuple[int, ...]:
         return tuple(sorted({uid for _, uid in self.bypass_users}))
 

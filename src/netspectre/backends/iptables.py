@@ -204,10 +204,9 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         *_refuse("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for _, t in ND_TYPES]
-    lan6 = p.allow_lan and bool(p.lan6)
-    if lan6:
-        # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
-        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6] + nd
+    if p.allow_lan:  # no DHCP rule here: DHCPv4 ports mean nothing on IPv6
+        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6]
+    out += nd if p.neighbour_discovery else []
     out += _refuse("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6")
     out += _refuse("", admin, "blocked_ipv6")
     chains = [
@@ -219,7 +218,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
             _rule("-i lo", "RETURN"),
             _rule("-m conntrack --ctstate INVALID", "DROP"),
             _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
-            *(nd if lan6 else ()),
+            *(nd if p.neighbour_discovery else ()),
             _rule("", "DROP", "blocked_incoming"),
         )
         chains.append(Chain("filter", IN, "INPUT", incoming))

@@ -142,8 +142,8 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
     if p.allow_lan:
         rules += [*(f"{m} accept" for m in lan),
                   "ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept"]
-        if p.lan6:
-            rules.append(_nd())
+    if p.neighbour_discovery:
+        rules.append(_nd())
     rules += [
         # TCP gets a reset, IPv6 included: an ICMP error makes connect() wait ~1 s for a retry.
         *_refuse("meta nfproto ipv6 meta l4proto tcp", "blocked_ipv6", "reject with tcp reset"),
@@ -172,8 +172,8 @@ def _input(p: Policy) -> list[str]:
     ]
     if p.allow_lan:
         rules.append("meta nfproto ipv4 udp sport 67 udp dport 68 accept")
-        if p.lan6:
-            rules.append(_nd())
+    if p.neighbour_discovery:
+        rules.append(_nd())
     rules.append("counter name blocked_incoming drop")
     return _filter(NFT_INPUT, "input", rules)
 
