@@ -6,9 +6,9 @@ bit on every packet our rules let out, and `table netdev netspectre` has one egr
 interface (the last hook before the driver, which AF_PACKET frames also pass, with or without
 PACKET_QDISC_BYPASS) that drops whatever does not carry the bit. Since kernel 5.17 a process
 with CAP_NET_RAW may set SO_MARK itself, so the bit alone is not enough: a marked packet must
-also belong to Tor's socket owner, or go to the LAN (allow_lan). ARP, the DHCPv4 client's
-broadcast and (with IPv6 on) neighbour/router solicitation pass unmarked: the LAN needs them
-and they are sent without IP rules.
+also belong to Tor's socket owner (or a bypass account's, issue 10), or go to the LAN
+(allow_lan). ARP, the DHCPv4 client's broadcast and (with IPv6 on) neighbour/router
+solicitation pass unmarked: the LAN needs them and they are sent without IP rules.
 """
 
 from __future__ import annotations
