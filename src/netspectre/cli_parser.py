@@ -27,12 +27,13 @@ def parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("start", help="torify the machine: firewall first, then Tor")
     p.add_argument("--no-wait", action="store_true", help="return before Tor has bootstrapped")
-    p.add_argument("--boot", action="store_true",
-                   help="boot mode (the systemd unit): implies --no-wait; if start fails, "
-                        "the ruleset is applied anyway with no Tor behind it (fail closed)")
-    p.add_argument("--no-firewall", action="store_true",
-                   help="run the managed tor only (for `netspectre run`): no ruleset, no "
-                        "sysctl; this machine's own traffic is NOT torified")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--boot", action="store_true",
+                      help="boot mode (the systemd unit): implies --no-wait; if start fails, "
+                           "the ruleset is applied anyway with no Tor behind it (fail closed)")
+    mode.add_argument("--no-firewall", action="store_true",
+                      help="run the managed tor only (for `netspectre run`): no ruleset, no "
+                           "sysctl; this machine's own traffic is NOT torified")
     p = sub.add_parser("stop", help="stop Tor, remove our rules, restore sysctls")
     p.add_argument("--force", action="store_true", help="clean up even if the state is unreadable")
     p = sub.add_parser("restart", help="apply a changed config: the ruleset in one transaction "
