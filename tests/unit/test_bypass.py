@@ -273,3 +273,37 @@ def test_bypass_refuses_unless_active_with_the_firewall(tmp_path: Path,
                           environ={})
     assert (who.uid, who.gid, who.group) == (os.getuid(), 990, "nsb")
     assert 990 not in who.groups
+
+
+def test_a_failed_full_start_over_tor_only_puts_the_tor_only_state_back(tmp_path: Path) -> None:
+    """The firewall never came up: the state goes back to Tor only (so `stop` still touches
+    no firewall), and no other backend's rules are "replaced"."""
+    from netspectre.commands import Context
+    from netspectre.commands.lifecycle import converge
+    from netspectre.errors import CommandFailed
+    from tests.unit.test_converge import PhaseSpy
+
+    p = Paths(run=tmp_path / "run", lib=tmp_path / "lib", daemon=tmp_path / "run-tor")
+    p.run.mkdir()
+    spy = PhaseSpy(p.state, "nft", fail="nft -f")
+    ctx = Context(config=config.parse('[tor]\nmode = "system"\n[firewall]\nipv6 = "block"\n'),
+                  paths=p, runner=spy)
+    plan = derive(ctx.config, FACTS, p)
+    tor_only = _tor_only_state(backend=Backend.IPTABLES_LEGACY)
+    state.save(p.state, tor_only)
+    with pytest.raises(CommandFailed):
+        converge(ctx, tor_only, plan, nft_firewall(spy), FACTS)
+    assert state.load(p.state) == tor_only
+    assert not [c for c, _ in spy.phases if "iptables" in c]  # the recorded one was never used
+    # and it succeeds the next time: full protection, the state says so
+    ok = PhaseSpy(p.state, "nft")
+    record, _ = converge(Context(config=ctx.config, paths=p, runner=ok), tor_only, plan,
+                         nft_firewall(ok), FACTS)
+    assert record.firewall is True and record.since == tor_only.since
+    assert state.load_endpoints(p.endpoints) is not None
+
+
+def nft_firewall(runner: object) -> object:
+    from netspectre import backends
+
+    return backends.open(Backend.NFT, runner)  # type: ignore[arg-type]
