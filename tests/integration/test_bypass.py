@@ -62,9 +62,15 @@ def _direct(p: Packet) -> bool:
 def test_a_bypass_user_goes_direct_and_the_others_stay_torified(clean: Topology,
                                                                 backend: str) -> None:
     t = clean
-    t.start(bypass_config(t, backend, users=["nobody"]))
+    cfg = bypass_config(t, backend, users=["nobody"])
+    t.start(cfg)
     status = t.netspectre(None, "status").data
     assert status["policy"]["bypass_users"] == [{"name": "nobody", "uid": 65534}], status
+    assert status["torified"] is True
+    checks = {c["check"]: c for c in t.netspectre(cfg, "verify", "--no-probes",
+                                                  "--no-myip").data["checks"]}
+    listed = checks["bypasses in force are the configured ones (direct, NOT torified)"]
+    assert listed["ok"] is True and listed["detail"] == "users nobody (uid 65534)", listed
     if backend == "nft":  # the raw guard is on: bypassed packets must pass its egress chains
         assert status["raw_guard"]["raw_guard"] == "on", status["raw_guard"]
         assert "netdev netspectre" in t.client.run(["nft", "list", "tables"]).stdout
