@@ -78,6 +78,10 @@ class FirewallConfig:
     incoming: Incoming = Incoming.BLOCK
     raw_guard: RawGuard = RawGuard.AUTO
     raw_guard_mark: int = values.DEFAULT_GUARD_MARK
+    # Accounts whose sockets go direct, never torified (issue 10): a hole by design. Names,
+    # resolved to uid/gid at start (facts.py); a group matches the socket's primary gid.
+    bypass_users: tuple[str, ...] = ()
+    bypass_groups: tuple[str, ...] = ()
 
 
 DEFAULT_CHECK_URL = "https://check.torproject.org/api/ip"
@@ -183,7 +187,8 @@ def _tor(t: dict[str, Any]) -> TorConfig:
 
 def _firewall(f: dict[str, Any]) -> FirewallConfig:
     values.known_keys("firewall", f, {"backend", "lan", "allow_lan", "ipv6", "incoming",
-                                      "raw_guard", "raw_guard_mark"})
+                                      "raw_guard", "raw_guard_mark", "bypass_users",
+                                      "bypass_groups"})
     d = FirewallConfig()
     lan_raw = f.get("lan", [str(n) for n in d.lan])
     if not isinstance(lan_raw, list):
@@ -198,6 +203,8 @@ def _firewall(f: dict[str, Any]) -> FirewallConfig:
                                 RawGuard),
         raw_guard_mark=values.mark_bit("firewall.raw_guard_mark",
                                        f.get("raw_guard_mark", d.raw_guard_mark)),
+        bypass_users=values.names("firewall.bypass_users", f.get("bypass_users", [])),
+        bypass_groups=values.names("firewall.bypass_groups", f.get("bypass_groups", [])),
     )
 
 

@@ -29,11 +29,18 @@ class Plan:
         """What TorRecord.torrc_sha256 says when our tor runs with this plan's torrc."""
         return hashlib.sha256(self.torrc.encode()).hexdigest() if self.torrc is not None else ""
 
-    def digest(self) -> str:
-        """Changes when anything `restart` would change does (rules, ports, the torrc)."""
+    def digest(self, *, firewall: bool = True) -> str:
+        """Changes when anything `restart` would change does (rules, ports, the torrc).
+        firewall=False: a Tor-only start (`--no-firewall`), whose rules are none."""
+        if not firewall:
+            text = json.dumps(["tor-only", asdict(self.endpoints), self.torrc],
+                              sort_keys=True, default=str)
+            return hashlib.sha256(text.encode()).hexdigest()
         # The guarded interfaces are a fact of the moment (the guard's watcher follows them):
         # a new USB tether is not a changed config.
-        policy = {k: v for k, v in asdict(self.policy).items() if k != "guard_devices"}
+        # No bypass configured: the digest is the one recorded before bypasses existed.
+        policy = {k: v for k, v in asdict(self.policy).items()
+                  if k != "guard_devices" and not (k.startswith("bypass_") and not v)}
         text = json.dumps([policy, asdict(self.endpoints), self.torrc],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()

@@ -20,6 +20,9 @@ class HostFacts:
     # be used here ("" when it can). Offline (rules, tests) nothing is probed: no guard.
     devices: tuple[str, ...] = ()
     guard_unsupported: str = "not probed"
+    # [firewall] bypass_users / bypass_groups resolved: ((name, uid), …), ((name, gid), …).
+    bypass_users: tuple[tuple[str, int], ...] = ()
+    bypass_groups: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,23 @@ class Policy:
     # Interfaces at apply time; the guard's watcher follows later ones (not in the digest).
     guard_devices: tuple[str, ...] = ()
     raw_guard_off: str = ""  # why the guard is off ("" when on)
+    # Sockets of these accounts go direct (issue 10): ((name, uid), …) and ((name, gid), …).
+    bypass_users: tuple[tuple[str, int], ...] = ()
+    bypass_groups: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def neighbour_discovery(self) -> bool:
+        """ICMPv6 ND out and in: for IPv6 LAN ranges, or bypassed IPv6 (ipv6 = "block")."""
+        return (self.allow_lan and bool(self.lan6)) or (
+            bool(self.bypass_users or self.bypass_groups) and not self.disable_ipv6)
+
+    @property
+    def bypass_uids(self) -> tuple[int, ...]:
+        return tuple(sorted({uid for _, uid in self.bypass_users}))
+
+    @property
+    def bypass_gids(self) -> tuple[int, ...]:
+        return tuple(sorted({gid for _, gid in self.bypass_groups}))
 
     def summary(self) -> dict[str, object]:
         return {
@@ -57,6 +77,11 @@ class Policy:
             "raw_guard_mark": f"{self.raw_guard_mark:#x}",
             "raw_guard_devices": list(self.guard_devices),
             "raw_guard_off": self.raw_guard_off,
+            # Only when configured: a state recorded before bypasses existed still compares.
+            **({"bypass_users": [{"name": n, "uid": u} for n, u in self.bypass_users]}
+               if self.bypass_users else {}),
+            **({"bypass_groups": [{"name": n, "gid": g} for n, g in self.bypass_groups]}
+               if self.bypass_groups else {}),
         }
 
 
@@ -82,6 +107,8 @@ def build(config: Config, facts: HostFacts) -> Policy:
         raw_guard_mark=fw.raw_guard_mark,
         guard_devices=facts.devices if not off else (),
         raw_guard_off=off,
+        bypass_users=facts.bypass_users,
+        bypass_groups=facts.bypass_groups,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -32,14 +33,29 @@ lan = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.0/24", "100.6
     "raw_guard": "",
     "raw_guard_incoming_allow_ipv6": '[firewall]\nincoming = "allow"\nipv6 = "block"\n',
     "raw_guard_no_lan": "[firewall]\nallow_lan = false\nraw_guard_mark = 0x1\n",
+    # Issue 10: two users and a group go direct (IPv6 on: their IPv6 goes direct too); with the
+    # guard, their marked packets pass its egress chains.
+    "bypass": '[firewall]\nipv6 = "block"\nbypass_users = ["alice", "backup"]\n'
+              'bypass_groups = ["netspectre-bypass"]\n',
+    "raw_guard_bypass": '[firewall]\nbypass_groups = ["netspectre-bypass"]\n',
 }
 GUARD_FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor", devices=("eth0", "wlan0"),
                                guard_unsupported="")
 
 
+# What facts.gather resolves the bypass names to (the goldens need no such accounts here).
+BYPASS = {"bypass_users": (("alice", 1000), ("backup", 34)),
+          "bypass_groups": (("netspectre-bypass", 990),)}
+
+
 def build(case: str) -> policy.Policy:
     facts = GUARD_FACTS if case.startswith("raw_guard") else FACTS
-    return policy.build(config.parse(CONFIGS[case]), facts)
+    cfg = config.parse(CONFIGS[case])
+    wanted = {"bypass_users": cfg.firewall.bypass_users,
+              "bypass_groups": cfg.firewall.bypass_groups}
+    facts = dataclasses.replace(facts, **{  # type: ignore[arg-type]
+        k: tuple(e for e in v if e[0] in wanted[k]) for k, v in BYPASS.items()})
+    return policy.build(cfg, facts)
 
 
 def saved(name: str) -> tuple[str, str]:
@@ -79,6 +95,7 @@ IPTABLES_CASES = {
     "displaced": ("default", "displaced-legacy"),
     # Restart with incoming = allow: NETSPECTRE-IN and its jump go away.
     "incoming_changed": ("incoming_allow", "active-legacy"),
+    "bypass": ("bypass", ""),
 }
 
 

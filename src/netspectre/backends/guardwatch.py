@@ -56,6 +56,8 @@ def read_policy(paths: Paths) -> Policy:
     data["virtual_network"] = ipaddress.IPv4Network(data["virtual_network"])
     for key in ("lan4", "lan6", "guard_devices"):
         data[key] = tuple(data[key])
+    for key in ("bypass_users", "bypass_groups"):  # (name, id) pairs; absent in older files
+        data[key] = tuple((str(n), int(i)) for n, i in data.get(key, ()))
     return Policy(**data)
 
 

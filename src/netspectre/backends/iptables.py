@@ -111,6 +111,13 @@ def tcp_flags(mask: tuple[str, ...], comp: tuple[str, ...]) -> str:
     return f"-p tcp -m tcp --tcp-flags {names(mask)} {names(comp)}"
 
 
+def _bypass(p: Policy) -> list[str]:
+    """The bypass accounts (issue 10): by owner uid, and by the socket's gid (fsgid = egid;
+    no --suppl-groups, as nft's skgid)."""
+    return [*(_rule(f"-m owner --uid-owner {u}", "RETURN") for u in p.bypass_uids),
+            *(_rule(f"-m owner --gid-owner {g}", "RETURN") for g in p.bypass_gids)]
+
+
 def _sanity(p: Policy, family: int) -> list[str]:
     # Short DNS datagrams crash tor (see nft.py); iptables' length is the whole IP packet.
     short = 20 + 8 + 12 - 1 if family == 4 else 40 + 8 + 12 - 1
@@ -132,6 +139,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
     admin = "REJECT --reject-with icmp-admin-prohibited"
     nat = [
         _rule(uid, "RETURN"),
+        *_bypass(p),
         _rule("-p udp -m udp --dport 53", f"REDIRECT --to-ports {p.dns_port}", "dns_redirected"),
         _rule(f"-d {p.virtual_network} -p tcp", trans, "tcp_torified"),
         _rule("-m addrtype --dst-type LOCAL", "RETURN"),
@@ -145,6 +153,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-o lo", "RETURN"),
         _rule("-d 127.0.0.0/8", "RETURN"),
         _rule(uid, "RETURN"),
+        *_bypass(p),
         *_replies(p),
         *_refuse(f"-d {p.virtual_network}", admin, "blocked_other"),
         *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
@@ -189,15 +198,15 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         *_sanity(p, 6),
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
+        *_bypass(p),
         *_replies(p),
         *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         *_refuse("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for _, t in ND_TYPES]
-    lan6 = p.allow_lan and bool(p.lan6)
-    if lan6:
-        # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
-        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6] + nd
+    if p.allow_lan:  # no DHCP rule here: DHCPv4 ports mean nothing on IPv6
+        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6]
+    out += nd if p.neighbour_discovery else []
     out += _refuse("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6")
     out += _refuse("", admin, "blocked_ipv6")
     chains = [
@@ -209,7 +218,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
             _rule("-i lo", "RETURN"),
             _rule("-m conntrack --ctstate INVALID", "DROP"),
             _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
-            *(nd if lan6 else ()),
+            *(nd if p.neighbour_discovery else ()),
             _rule("", "DROP", "blocked_incoming"),
         )
         chains.append(Chain("filter", IN, "INPUT", incoming))
