@@ -65,6 +65,31 @@ def _probe(b: Bench, copy: Path, config: Path, *steps: str, user: str = "nobody"
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+def test_run_with_tor_only(bench: Bench, copy: Path) -> None:
+    """`start --no-firewall`: the machine is not torified, `run` is (first in this module: the
+    module's `active` fixture starts the whole-machine mode afterwards)."""
+    b, info = bench, bench.info
+    cfg = b.config()
+    public = copy / "tor-only.toml"
+    public.write_text(cfg.read_text())
+    public.chmod(0o644)
+    b.ensure_stopped()
+    started = b.netspectre(cfg, "start", "--no-firewall", timeout=120)
+    try:
+        assert started.rc == 0, str(started)
+        status = b.status(cfg)
+        assert status["torified"] is False, status
+        cap = b.capture("run-tor-only")
+        http, dns = _probe(b, copy, public, f"http:{info.layout.web4}", "resolve:echo.test")
+        packets = b.finish(cap)
+        assert http["ok"] and http["json"]["IsTor"] is True, http
+        assert http["json"]["IP"] in {str(a) for a in info.exit_addresses}, http
+        assert dns["addresses"] == [str(info.layout.web4)]
+        b.assert_no_leak(packets)
+    finally:
+        b.ensure_stopped()
+
+
 @pytest.mark.parametrize("user", ["nobody", "root"])
 def test_run_reaches_the_web_server_through_an_exit(bench: Bench, copy: Path, active: Path,
                                                     user: str) -> None:

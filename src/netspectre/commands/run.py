@@ -37,18 +37,19 @@ USERNS_KNOBS = (
 class SocksPort:
     host: str
     port: int
-    source: str  # where we learned it: "state" or "config"
+    source: str  # where we learned it: "state", "endpoints" or "config"
 
 
 def locate(ctx: Context) -> SocksPort:
-    """The SocksPort of the Tor netspectre started (its recorded endpoints) or, in system
-    mode, of the system tor the config names."""
-    try:
+    """The SocksPort of the Tor netspectre started (the state's recorded endpoints; for
+    everyone, their world-readable copy) or, when netspectre is not active, the config's."""
+    if os.geteuid() == 0:
         current = state_mod.load_current(ctx.paths.state)
-    except (OSError, Error):  # unreadable (not root): the config says where
-        current = None
-    if current is not None and current.tor is not None:
-        return SocksPort("127.0.0.1", current.tor.endpoints.socks_port, "state")
+        if current is not None and current.tor is not None:
+            return SocksPort("127.0.0.1", current.tor.endpoints.socks_port, "state")
+    published = state_mod.load_endpoints(ctx.paths.endpoints)
+    if published is not None:
+        return SocksPort("127.0.0.1", published[0].socks_port, "endpoints")
     return SocksPort("127.0.0.1", ctx.config.tor.socks_port, "config")
 
 
