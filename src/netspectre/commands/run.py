@@ -86,8 +86,9 @@ def _target(user: str | None) -> sandbox.Target:
     return sandbox.Target(entry.pw_uid, entry.pw_gid, groups, env)
 
 
-def _userns_hint() -> str:
-    for path, bad, hint in USERNS_KNOBS:
+def userns_hint(knobs: Sequence[tuple[str, str, str]] = USERNS_KNOBS) -> str:
+    """The fix for the kernel knob that forbids unprivileged user namespaces here."""
+    for path, bad, hint in knobs:
         try:
             with open(path) as f:
                 if f.read().strip() == bad:
@@ -162,7 +163,7 @@ def run(ctx: Context, argv: Sequence[str], *, user: str | None = None, shared: b
         os.waitpid(pid, 0)
         hint = message.get("hint")
         if rootless and message.get("errno") is not None:
-            hint = _userns_hint()
+            hint = userns_hint()
         raise Error(f"cannot build the sandbox: {message.get('message')}",
                     str(hint) if hint else None)
     username, password = _credentials(shared)
