@@ -11,7 +11,9 @@ finds the relays' ORPorts.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from netspectre.lab import LabInfo, processes
 from netspectre.lab.spec import OBFS4_PORT
-from tests.support.harness import Bench, assert_lab_only
+from tests.support.harness import Bench, assert_lab_only, poll
 from tests.support.netns import RST, SYN, TCP, Packet, missing_tools
 from tests.support.topology import show
 
@@ -148,3 +150,28 @@ def test_bootstrap_through_the_obfs4_bridge_only(bench: Bench) -> None:
           f"({len(to_bridge)} packets); obfs4 plugin {sorted(set(plugins.values()))} as uid "
           f"{tor_uid}; {len(stale)} bare RSTs answering an earlier tor's connections: "
           f"{show(stale) or 'none'}")
+
+
+def test_the_plugin_goes_with_its_tor(bench: Bench) -> None:
+    """kill -9 of the managed tor: its obfs4proxy (tor's user, let out by the kill switch)
+    must not outlive it, the supervisor's new tor bootstraps through the bridge again with a
+    plugin of its own, and `stop` leaves no plugin behind."""
+    b, lay = bench, bench.info.layout
+    cfg = bridge_config(b)
+    with b.active(cfg):
+        tor = b.status(cfg)["tor"]
+        old = _plugins_in(b.client.name)
+        assert tor["up"] and old, (tor, old)
+        os.kill(int(tor["tor_pid"]), signal.SIGKILL)
+        poll(lambda: not (set(_plugins_in(b.client.name)) & set(old)), timeout=10,
+             what=f"the killed tor's obfs4 plugin {sorted(old)} to exit")
+        again = poll(lambda: (t := b.status(cfg)["tor"])["up"] and t["bootstrap"] == 100
+                     and t["tor_pid"] != tor["tor_pid"] and t, timeout=60,
+                     what="the supervisor's new tor bootstrapped through the bridge",
+                     pause=0.2, explain=b.tor_logs)
+        new = _plugins_in(b.client.name)
+        assert new and not set(new) & set(old), (old, new, again)
+        http = b.root.call("http", host=str(lay.web4), timeout=15.0)
+        assert (http.get("json") or {}).get("IsTor") is True, http
+    left = _plugins_in(b.client.name)
+    assert not left, f"obfs4 plugin left running after `stop`: {left}"
