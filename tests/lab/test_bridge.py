@@ -176,6 +176,24 @@ def test_the_plugin_goes_with_its_tor(bench: Bench) -> None:
     assert not left, f"obfs4 plugin left running after `stop`: {left}"
 
 
+def test_verify_and_doctor_with_the_bridge(bench: Bench) -> None:
+    """`verify` (leak probes and the exit check) passes with the bridge in use; `doctor` has
+    no failure to report about it."""
+    b = bench
+    cfg = bridge_config(b)
+    with b.active(cfg):
+        verify = b.netspectre(cfg, "verify")
+        doctor = b.netspectre(cfg, "doctor")
+    assert verify.rc == 0, str(verify)
+    checks = doctor.data["checks"]
+    assert checks, str(doctor)
+    failed = [c for c in checks if c["ok"] is False]
+    assert not failed and doctor.rc == 0, str(doctor)
+    print("\ndoctor with the bridge: " + "; ".join(f"{c['check']}: {c['detail']}"
+                                                  for c in checks if "ridge" in c["detail"]
+                                                  or "ridge" in c["check"]))
+
+
 def _pkt(ts: float, mac: str, src: str, sport: int, dst: str, dport: int, flags: int,
          payload: bytes = b"") -> Packet:
     return Packet(ts=ts, src_mac=mac, dst_mac="", ethertype=0x800, version=4, src=src, dst=dst,
