@@ -167,6 +167,19 @@ def test_ipv6_through_tor_the_web_server_sees_an_exits_ipv6(
     assert answer["IsTor"] is True
 
 
+@pytest.mark.skipif(system.which("curl") is None, reason="curl not installed")
+def test_curl_to_ipv6_through_tor(lab_up: LabInfo, client_tor: client.ClientTor) -> None:
+    """The same with curl, as a user would: `curl --socks5 … http://[web6]/api/ip` (not
+    `-6`: curl applies it to the proxy's address, 127.0.0.1, too, and fails to connect)."""
+    lay = lab_up.layout
+    out = system.run(network.ns_argv(client_tor.ns, [
+        "curl", "-sS", "--max-time", "30", "--socks5", client_tor.socks,
+        f"http://[{lay.web6}]/api/ip"]), check=False)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["IsTor"] is True and answer["IP"] in {str(e.v6) for e in lay.exits}, answer
+
+
 def test_two_exits_carry_traffic(lab_up: LabInfo, client_tor: client.ClientTor) -> None:
     """Both exits are usable: connections isolated by SOCKS credentials (IsolateSOCKSAuth,
     tor's default) get circuits of their own, and between them the web server sees both."""
