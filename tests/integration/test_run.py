@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from netspectre.run import netsetup
 from tests.support import netns, runcopy
 from tests.support.netns import Capture, Netns, wait_for
-from tests.support.runcopy import NOBODY, PY
+from tests.support.runcopy import NOBODY, PY, REPO
 
 TARGET4, TARGET6 = "198.51.100.5", "2001:db8:99::5"  # off-link: routed to the peer
 NAMES = {"echo.test": "203.0.113.80"}
@@ -318,3 +319,20 @@ def test_resolving_daemons_sockets_are_hidden(env: Env) -> None:
     assert all(n >= 1 for n in result["direct_accepted"].values()), result
     assert not any(step["ok"] for step in result["inside"]), result["inside"]
     assert set(result["from_sandbox"].values()) == {0}
+
+
+def test_rtnetlink_setup_equals_the_ip_batches() -> None:
+    """run/rtnl.py does what netsetup.ip_batches says, as `ip -batch` would (each in a fresh
+    user+net namespace of its own, compared by `ip`'s own listing)."""
+    listing = ("ip -4 rule; ip -6 rule; ip -4 route show table all; ip -6 route show table 100;"
+               " ip -o link show lo")
+    batches = "; ".join(f"printf '{b}' | ip {f} -batch -" for f, b in netsetup.ip_batches(True))
+    by_ip = subprocess.run(["unshare", "-rn", "sh", "-c", f"{batches}; {listing}"],
+                           capture_output=True, text=True, check=True).stdout
+    code = ("import subprocess, sys; sys.path.insert(0, {!r}); from netspectre.run import rtnl,"
+            " netsetup; rtnl.apply(True, netsetup.ROUTE_TABLE, netsetup.DNS_PORT);"
+            " print(subprocess.run(['sh', '-c', {!r}], capture_output=True, text=True).stdout,"
+            " end='')").format(str(REPO / "src"), listing)
+    by_rtnl = subprocess.run(["unshare", "-rn", PY, "-c", code], capture_output=True, text=True,
+                             check=True).stdout
+    assert "ipproto tcp lookup 100" in by_ip and by_rtnl == by_ip

@@ -27,6 +27,7 @@ class Stub:
     names: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     log: str | None = None  # also one JSON line per request here (the stub in a subprocess)
+    bulk: int = 0  # CONNECT to port 9 ("discard" turned around): this many bytes, then close
     server: socketserver.ThreadingTCPServer | None = None
 
     @property
@@ -41,8 +42,11 @@ class Stub:
             def handle(self) -> None:
                 stub._serve(self.request)
 
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", port), Handler)
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            request_queue_size = 512  # the default 5 drops SYNs of a burst (1 s retransmits)
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -68,6 +72,7 @@ class Stub:
                 data += chunk
             return data
 
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as tor's SocksPort replies
         try:
             _ver, n = exactly(2)
             methods = exactly(n)
@@ -97,6 +102,11 @@ class Stub:
                 s.sendall(b"\x05\x00\x00\x01" + socket.inet_aton(addr) + b"\x00\x00")
                 return
             s.sendall(b"\x05\x00\x00\x01" + bytes(6))
+            if port == 9 and self.bulk:
+                chunk = bytes(1 << 20)
+                for _ in range(self.bulk >> 20):
+                    s.sendall(chunk)
+                return
             s.sendall(f"{host} {port} {user}\n".encode())
             while data := s.recv(65536):
                 s.sendall(data)
@@ -108,10 +118,15 @@ class Stub:
 
 
 def main(argv: list[str]) -> None:
-    """`socksstub.py PORT LOG NAME=ADDR...`: serve until killed, one JSON line per request."""
+    """`socksstub.py PORT LOG [--bulk MIB] NAME=ADDR...`: serve until killed, one JSON line
+    per request (LOG "-": none)."""
     import time
 
-    stub = Stub(names=dict(a.split("=", 1) for a in argv[2:]), log=argv[1]).start(int(argv[0]))
+    bulk = 0
+    if argv[2:3] == ["--bulk"]:
+        bulk, argv = int(argv[3]) << 20, argv[:2] + argv[4:]
+    stub = Stub(names=dict(a.split("=", 1) for a in argv[2:]),
+                log=None if argv[1] == "-" else argv[1], bulk=bulk).start(int(argv[0]))
     print(f"ready {stub.port}", flush=True)
     while True:
         time.sleep(3600)

@@ -3,7 +3,6 @@ the relay (run/relay.py) to Tor's SocksPort; the program's exit status is the co
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import os
@@ -11,14 +10,19 @@ import pwd
 import secrets
 import signal
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netspectre import state as state_mod
 from netspectre.commands import Context
 from netspectre.config import TorMode
 from netspectre.errors import Error, PermissionError_, TorError
-from netspectre.run import relay, sandbox
+from netspectre.run import sandbox
+
+if TYPE_CHECKING:
+    from netspectre.run import relay
 
 USERNS_KNOBS = (
     ("/proc/sys/kernel/unprivileged_userns_clone", "0",
@@ -114,6 +118,7 @@ def _spawn(spec: sandbox.Spec) -> tuple[int, dict[str, object], list[socket.sock
         finally:  # never back into the CLI in the child
             os._exit(125)
     child.close()
+    _import_relay()
     try:
         data, fds, _, _ = socket.recv_fds(parent, 4096, 8)
     finally:
@@ -123,7 +128,24 @@ def _spawn(spec: sandbox.Spec) -> tuple[int, dict[str, object], list[socket.sock
     return pid, message, [socket.socket(fileno=fd) for fd in fds]
 
 
+def _import_relay() -> None:
+    """asyncio without ssl (15 ms of import; the relay speaks no TLS): while the sandbox is
+    being built, in the parent, so it costs `run` nothing on two cores."""
+    blocked = "ssl" not in sys.modules
+    if blocked:
+        sys.modules["ssl"] = None  # type: ignore[assignment]  # asyncio then goes without
+    try:
+        import asyncio  # noqa: F401
+
+        from netspectre.run import relay  # noqa: F401
+    finally:
+        if blocked:
+            del sys.modules["ssl"]
+
+
 async def _serve(r: relay.Relay, socks: Sequence[socket.socket], ipv6: bool, pid: int) -> int:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     n = 2 if ipv6 else 1
     tcp, udp, dns_tcp = socks[:n], socks[n:2 * n], socks[2 * n:]
@@ -166,6 +188,10 @@ def run(ctx: Context, argv: Sequence[str], *, user: str | None = None, shared: b
             hint = userns_hint()
         raise Error(f"cannot build the sandbox: {message.get('message')}",
                     str(hint) if hint else None)
+    import asyncio
+
+    from netspectre.run import relay
+
     username, password = _credentials(shared)
     r = relay.Relay(relay.Tor(sp.host, sp.port, username, password),
                     relay.OnionMap(ipaddress.IPv4Network(ctx.config.tor.virtual_network)),

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from netspectre import system
 from netspectre.errors import Error
-from netspectre.run import linux, netsetup
+from netspectre.run import linux, netsetup, rtnl
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
 RESET = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE,
@@ -78,8 +78,7 @@ def build_network() -> tuple[netsetup.Ports, list[socket.socket]]:
     """Inside the new network namespace: lo, routes, rules and the listening sockets (the TCP
     relay's, then DNS over UDP and TCP), IPv4 first, IPv6 where ::1 exists."""
     ipv6 = _has_ipv6()
-    for family, batch in netsetup.ip_batches(ipv6):
-        system.run([_tool("ip"), family, "-batch", "-"], input=batch)
+    rtnl.apply(ipv6, netsetup.ROUTE_TABLE, netsetup.DNS_PORT)  # netsetup.ip_batches, no process
     relay4 = _listen(socket.AF_INET, socket.SOCK_STREAM, 0)
     port = relay4.getsockname()[1]
     socks = [relay4]
