@@ -42,6 +42,11 @@ def which(name: str) -> str | None:
     return shutil.which(name, path=os.environ.get("PATH") or DEFAULT_PATH)
 
 
+def find_tool(name: str) -> str | None:
+    """which(name), then the sbin directories an unprivileged user's PATH often lacks."""
+    return which(name) or shutil.which(name, path=DEFAULT_PATH)
+
+
 def require(name: str) -> str:
     path = which(name)
     if path is None:

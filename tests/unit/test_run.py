@@ -12,7 +12,7 @@ import pytest
 from netspectre import dnswire
 from netspectre.cli_parser import parser
 from netspectre.commands import run as run_cmd
-from netspectre.run import dnsanswer, netsetup, relay
+from netspectre.run import dnsanswer, netsetup, relay, userns
 from netspectre.tor import socks
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "run"
@@ -114,10 +114,10 @@ def test_userns_hint_names_the_knob_that_is_off(tmp_path: Path) -> None:
     ubuntu.write_text("1\n")
     knobs = ((str(debian), "0", "debian fix"), (str(ubuntu), "1", "ubuntu fix"),
              (str(tmp_path / "missing"), "0", "never"))
-    assert run_cmd.userns_hint(knobs) == "ubuntu fix"
+    assert userns.hint(knobs) == "ubuntu fix"
     debian.write_text("0\n")
-    assert run_cmd.userns_hint(knobs) == "debian fix"
-    assert run_cmd.userns_hint(()) == "run: sudo netspectre run -- CMD"
+    assert userns.hint(knobs) == "debian fix"
+    assert userns.hint(()) == "run: sudo netspectre run -- CMD"
 
 
 def test_cli_takes_the_program_after_the_double_dash() -> None:
@@ -137,3 +137,13 @@ def test_nothing_to_run_is_refused_before_anything(tmp_path: Path) -> None:
     with pytest.raises(Error, match="nothing to run"):
         run_cmd.run(ctx, [])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_doctor_says_whether_run_needs_sudo() -> None:
+    from netspectre.doctor import runcheck
+
+    (ok,) = runcheck.findings(None, "/usr/sbin/nft")
+    assert ok.ok is True and "without root" in ok.detail
+    off, missing = runcheck.findings("sudo sysctl kernel.unprivileged_userns_clone=1", None)
+    assert off.ok is None and off.fix == "sudo sysctl kernel.unprivileged_userns_clone=1"
+    assert missing.ok is False and "apt install nftables" in missing.fix

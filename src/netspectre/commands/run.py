@@ -19,23 +19,10 @@ from netspectre import state as state_mod
 from netspectre.commands import Context
 from netspectre.config import TorMode
 from netspectre.errors import Error, PermissionError_, TorError
-from netspectre.run import sandbox
+from netspectre.run import sandbox, userns
 
 if TYPE_CHECKING:
     from netspectre.run import relay
-
-USERNS_KNOBS = (
-    ("/proc/sys/kernel/unprivileged_userns_clone", "0",
-     "Debian forbids unprivileged user namespaces here: "
-     "sudo sysctl kernel.unprivileged_userns_clone=1, or run: sudo netspectre run -- CMD"),
-    ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1",
-     "AppArmor restricts unprivileged user namespaces (Ubuntu 23.10+): "
-     "run: sudo netspectre run -- CMD, or allow netspectre in an AppArmor profile"),
-    ("/proc/sys/user/max_user_namespaces", "0",
-     "user namespaces are disabled: sudo sysctl user.max_user_namespaces=15000, "
-     "or run: sudo netspectre run -- CMD"),
-)
-
 
 @dataclass(frozen=True)
 class SocksPort:
@@ -88,18 +75,6 @@ def _target(user: str | None) -> sandbox.Target:
     env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
     groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
     return sandbox.Target(entry.pw_uid, entry.pw_gid, groups, env)
-
-
-def userns_hint(knobs: Sequence[tuple[str, str, str]] = USERNS_KNOBS) -> str:
-    """The fix for the kernel knob that forbids unprivileged user namespaces here."""
-    for path, bad, hint in knobs:
-        try:
-            with open(path) as f:
-                if f.read().strip() == bad:
-                    return hint
-        except OSError:
-            continue
-    return "run: sudo netspectre run -- CMD"
 
 
 def _credentials(shared: bool) -> tuple[bytes, bytes]:
@@ -185,7 +160,7 @@ def run(ctx: Context, argv: Sequence[str], *, user: str | None = None, shared: b
         os.waitpid(pid, 0)
         hint = message.get("hint")
         if rootless and message.get("errno") is not None:
-            hint = userns_hint()
+            hint = userns.hint()
         raise Error(f"cannot build the sandbox: {message.get('message')}",
                     str(hint) if hint else None)
     import asyncio

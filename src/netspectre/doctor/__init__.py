@@ -42,7 +42,7 @@ def _config(config_path: str | None) -> tuple[Config, Finding]:
 
 
 def diagnose(config_path: str | None, paths: Paths) -> Checks:
-    from netspectre.doctor import dns, facts, leftovers, network, tor
+    from netspectre.doctor import dns, facts, leftovers, network, runcheck, tor
 
     config, loaded = _config(config_path)
     root = os.geteuid() == 0
@@ -92,4 +92,5 @@ def diagnose(config_path: str | None, paths: Paths) -> Checks:
 
     checks += _guard("DNS", dns_checks)
     checks += _guard("raw guard", raw_guard_checks)
+    checks += _guard("netspectre run", runcheck.gather)
     return Checks(tuple(checks))

@@ -48,7 +48,7 @@ class Spec:
 
 
 def _tool(name: str) -> str:
-    found = system.which(name) or shutil.which(name, path=system.DEFAULT_PATH)
+    found = system.find_tool(name)
     if found is None:
         raise Error(f"`{name}` not found", system.INSTALL_HINTS.get(name, f"install {name}"))
     return found
