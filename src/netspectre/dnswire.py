@@ -1,5 +1,6 @@
-"""DNS on the wire, just enough for our probes: one-question queries and the addresses in a
-reply. Pure (bytes in, bytes or values out); used by `verify`'s probes and the lab's."""
+"""DNS on the wire, just enough for our probes and responders: one-question queries, the
+addresses in a reply, a query's question and the reply to it. Pure (bytes in, bytes or values
+out); used by `verify`'s probes, the lab's resolver and `netspectre run`'s responder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import struct
 from dataclasses import dataclass
 
 TYPE_A, TYPE_AAAA, CLASS_IN = 1, 28, 1
+TTL = 60
 
 
 def query(name: str, ident: int, qtype: int = TYPE_A) -> bytes:
@@ -56,3 +58,57 @@ def _skip_name(data: bytes, pos: int) -> int:
             return pos + 1
         pos += size + 1
     return pos
+
+
+@dataclass(frozen=True)
+class Question:
+    ident: int
+    flags: int
+    name: str  # lower case, no trailing dot
+    qtype: int
+    qclass: int
+    raw: bytes  # the question section as sent (echoed in the answer)
+
+
+def read_query(packet: bytes) -> Question | None:
+    """The one question of a query; None for a reply, garbage or several questions."""
+    if len(packet) < 12:
+        return None
+    ident, flags, qdcount = struct.unpack("!HHH", packet[:6])
+    if flags & 0x8000 or qdcount != 1 or (flags >> 11) & 0xF != 0:
+        return None
+    pos, labels = 12, []
+    while True:
+        if pos >= len(packet):
+            return None
+        size = packet[pos]
+        if size == 0:
+            pos += 1
+            break
+        if size & 0xC0 or pos + 1 + size > len(packet):
+            return None
+        labels.append(packet[pos + 1:pos + 1 + size])
+        pos += 1 + size
+    if pos + 4 > len(packet):
+        return None
+    qtype, qclass = struct.unpack("!HH", packet[pos:pos + 4])
+    try:
+        name = b".".join(labels).decode("ascii").lower()
+    except UnicodeDecodeError:
+        return None
+    return Question(ident, flags, name, qtype, qclass, packet[12:pos + 4])
+
+
+def reply(q: Question, rcode: int, addresses: tuple[str, ...] = (), *,
+          authoritative: bool = False) -> bytes:
+    """The reply: recursion available, the question echoed byte for byte (resolvers, Tor's
+    included, randomise the name's case and check it comes back unchanged), one record per
+    address."""
+    records = b""
+    for text in addresses:
+        addr = ipaddress.ip_address(text)
+        rtype = TYPE_A if addr.version == 4 else TYPE_AAAA
+        records += struct.pack("!HHHIH", 0xC00C, rtype, CLASS_IN, TTL, len(addr.packed))
+        records += addr.packed
+    flags = 0x8000 | (0x0400 if authoritative else 0) | (q.flags & 0x0100) | 0x0080 | rcode
+    return struct.pack("!HHHHHH", q.ident, flags, 1, len(addresses), 0, 0) + q.raw + records

@@ -11,38 +11,17 @@ import argparse
 import ipaddress
 import selectors
 import socket
-import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from netspectre import dnswire
 from netspectre.dnswire import CLASS_IN, TYPE_A, TYPE_AAAA
 from netspectre.lab.daemon import detach
 from netspectre.lab.web import parse_listen
 
-TTL = 60
 WHOAMI = "resolver.test"
 
 Records = Mapping[str, Sequence[ipaddress.IPv4Address | ipaddress.IPv6Address]]
-
-
-def _question(packet: bytes) -> tuple[str, int, int, int] | None:
-    """Parse the first question: (lowercased name, qtype, qclass, end offset)."""
-    pos, labels = 12, []
-    while True:
-        if pos >= len(packet):
-            return None
-        n = packet[pos]
-        if n == 0:
-            pos += 1
-            break
-        if n & 0xC0 or pos + 1 + n > len(packet):
-            return None
-        labels.append(packet[pos + 1 : pos + 1 + n].decode("ascii", "replace"))
-        pos += 1 + n
-    if pos + 4 > len(packet):
-        return None
-    qtype, qclass = struct.unpack("!HH", packet[pos : pos + 4])
-    return ".".join(labels).lower(), qtype, qclass, pos + 4
 
 
 def answer(
@@ -50,38 +29,18 @@ def answer(
     records: Records,
     local: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
 ) -> bytes | None:
-    """The response to one query, or None for garbage. The question is echoed byte for byte:
-    resolvers (Tor's included) randomise the name's case and check it comes back unchanged.
-    """
-    if len(packet) < 12:
-        return None
-    ident, flags, qdcount = struct.unpack("!HHH", packet[:6])
-    if flags & 0x8000 or qdcount != 1:
-        return None
-    q = _question(packet)
+    """The authoritative response to one query, or None for garbage."""
+    q = dnswire.read_query(packet)
     if q is None:
         return None
-    name, qtype, qclass, end = q
-    rd = flags & 0x0100
-    answers: list[bytes] = []
-    rcode = 0
     known = dict(records)
     if local is not None:
         known[WHOAMI] = [local]
-    if name not in known:
-        rcode = 3
-    elif qclass == CLASS_IN:
-        for addr in known[name]:
-            rtype = TYPE_A if addr.version == 4 else TYPE_AAAA
-            if rtype == qtype:
-                rdata = addr.packed
-                answers.append(
-                    struct.pack("!HHHIH", 0xC00C, rtype, CLASS_IN, TTL, len(rdata)) + rdata
-                )
-    header = struct.pack(
-        "!HHHHHH", ident, 0x8000 | 0x0400 | rd | 0x0080 | rcode, 1, len(answers), 0, 0
-    )
-    return header + packet[12:end] + b"".join(answers)
+    if q.name not in known:
+        return dnswire.reply(q, 3, authoritative=True)
+    wanted = {TYPE_A: 4, TYPE_AAAA: 6}.get(q.qtype) if q.qclass == CLASS_IN else None
+    found = tuple(str(a) for a in known[q.name] if a.version == wanted)
+    return dnswire.reply(q, 0, found, authoritative=True)
 
 
 def serve(listen: Sequence[tuple[str, int]]) -> list[socket.socket]:
