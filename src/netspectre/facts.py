@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from netspectre import system
 
 SYS_NET = Path("/sys/class/net")
+IF_INET6 = Path("/proc/net/if_inet6")
+LOOPBACK6 = "0" * 31 + "1"  # ::1 as if_inet6 writes it
 EGRESS_KERNEL = (5, 16)  # the netdev egress hook (CONFIG_NETFILTER_EGRESS)
 # Checked by the kernel (nft -c sends the batch and aborts it), attached to nothing real.
 PROBE = (f"table netdev {guard.TABLE}_probe {{\n\tchain egress {{\n"
@@ -27,10 +29,22 @@ def gather(config: Config, *, runner: system.Runner | None = None,
            backend: Backend | None = None) -> HostFacts:
     """`backend`: the firewall that will apply (None: the guard is not probed, so off)."""
     name, uid = users.resolve(config.tor.user)
+    stack, loopback = ipv6_facts()
     if backend is None or runner is None or config.firewall.raw_guard is RawGuard.OFF:
-        return HostFacts(tor_uid=uid, tor_user=name)
+        return HostFacts(tor_uid=uid, tor_user=name, ipv6_stack=stack, ipv6_loopback=loopback)
     return HostFacts(tor_uid=uid, tor_user=name, devices=interfaces(),
-                     guard_unsupported=guard_unsupported(backend, runner))
+                     guard_unsupported=guard_unsupported(backend, runner),
+                     ipv6_stack=stack, ipv6_loopback=loopback)
+
+
+def ipv6_facts(path: Path = IF_INET6) -> tuple[bool, bool]:
+    """(IPv6 stack present, ::1 configured on lo) from this namespace's /proc/net/if_inet6:
+    the file is absent with ipv6.disable=1; ::1 goes with lo's disable_ipv6."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return False, False
+    return True, any(line.split()[:1] == [LOOPBACK6] for line in text.splitlines())
 
 
 def interfaces(root: Path = SYS_NET) -> tuple[str, ...]:

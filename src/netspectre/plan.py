@@ -33,8 +33,7 @@ class Plan:
         """Changes when anything `restart` would change does (rules, ports, the torrc)."""
         # The guarded interfaces are a fact of the moment (the guard's watcher follows them):
         # a new USB tether is not a changed config.
-        policy = {k: v for k, v in asdict(self.policy).items() if k != "guard_devices"}
-        text = json.dumps([policy, asdict(self.endpoints), self.torrc],
+        text = json.dumps([self.policy.digest_fields(), asdict(self.endpoints), self.torrc],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -32,6 +32,14 @@ lan = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.0/24", "100.6
     "raw_guard": "",
     "raw_guard_incoming_allow_ipv6": '[firewall]\nincoming = "allow"\nipv6 = "block"\n',
     "raw_guard_no_lan": "[firewall]\nallow_lan = false\nraw_guard_mark = 0x1\n",
+    # #11: a gateway (matched by name: docker0 need not exist), with either `incoming`; IPv6
+    # torified; and the guard's egress chain of a gateway interface.
+    "gateway": '[gateway]\ninterfaces = ["docker0", "br-lan"]\n[firewall]\nipv6 = "block"\n',
+    "gateway_incoming_allow": '[gateway]\ninterfaces = ["docker0"]\ntrans_port = 9141\n'
+                              'dns_port = 9154\n[firewall]\nincoming = "allow"\n',
+    "torify": '[firewall]\nipv6 = "torify"\nlan = ["198.51.100.0/24", "2001:db8:1::/48"]\n',
+    "raw_guard_gateway": '[gateway]\ninterfaces = ["wlan0", "docker0"]\n'
+                         '[firewall]\nipv6 = "torify"\n',
 }
 GUARD_FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor", devices=("eth0", "wlan0"),
                                guard_unsupported="")

@@ -33,6 +33,7 @@ from netspectre.backends.names import (
     Backend,
 )
 from netspectre.backends.script import Script
+from netspectre.errors import ConfigError
 
 if TYPE_CHECKING:
     from netspectre.policy import Policy
@@ -272,8 +273,25 @@ _UP = ("filter", "nat")
 _DOWN = ("nat", "filter")
 
 
+def unsupported(p: Policy) -> str:
+    """What of the policy these backends cannot render ("" when nothing): [gateway] and
+    ipv6 = "torify" are nft only for now (README, known limits)."""
+    wanted = [*(("[gateway] interfaces",) if p.gateway else ()),
+              *(('ipv6 = "torify"',) if p.torify_ipv6 else ())]
+    return " and ".join(wanted)
+
+
+def refuse_unsupported(p: Policy, backend: str) -> None:
+    missing = unsupported(p)
+    if missing:
+        raise ConfigError(f"the {backend} backend cannot do {missing} yet",
+                          'use [firewall] backend = "nft" (or "auto" where nft is installed); '
+                          "nothing was changed")
+
+
 def render(p: Policy, *, variant: Backend, saved_v4: str, saved_v6: str) -> tuple[Script, ...]:
     """(IPv6 script, IPv4 script): the family that only blocks goes first."""
+    refuse_unsupported(p, variant.value)
     return tuple(
         Script(restore_argv(variant, family), _script(parse(saved), chains(p, family), _UP))
         for family, saved in ((6, saved_v6), (4, saved_v4))
