@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict
 
-from netspectre import backends, probes, rawprobe, state, sysctl
+from netspectre import backends, gatewayinfo, probes, rawprobe, state, sysctl
 from netspectre.backends import Firewall
 from netspectre.commands import Context, require_root
 from netspectre.commands.lifecycle import plan_for
@@ -53,6 +53,7 @@ def status(ctx: Context) -> Status | IdleStatus:
         tor=running.status(endpoints(ctx, current), p, current.tor),
         config_differs=config_differs(ctx, current),
         guard=guard_status(ctx, current),
+        gateway=gatewayinfo.status(current.policy),
     )
 
 
@@ -134,6 +135,7 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
     found.append(Finding("dns port listening", tor.dns_port_listening, "", fix))
     if current is not None:
         found += _guard_findings(ctx, current, policy, probe=probe)
+        found += gatewayinfo.findings(gatewayinfo.status(current.policy))
     if probe and current is not None:
         v = config.verify
         battery = probes.battery(v.target4, v.target6, v.lan_dns)
