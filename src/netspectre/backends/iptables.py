@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from netspectre.backends.capabilities import refuse_unsupported
+from netspectre.backends.capabilities import unsupported as unsupported
+
 # Re-exported: reading back what is ours is part of this backend's contract (iptables_shell,
 # doctor and the tests call iptables.parse…); iptables_save owns it.
 from netspectre.backends.iptables_save import Rule, Saved
@@ -33,7 +36,6 @@ from netspectre.backends.names import (
     Backend,
 )
 from netspectre.backends.script import Script
-from netspectre.errors import ConfigError
 
 if TYPE_CHECKING:
     from netspectre.policy import Policy
@@ -271,22 +273,6 @@ def _script(saved: Saved, want: tuple[Chain, ...], order: tuple[str, ...]) -> st
 # fails), so blocking comes up before redirecting and goes down after it.
 _UP = ("filter", "nat")
 _DOWN = ("nat", "filter")
-
-
-def unsupported(p: Policy) -> str:
-    """What of the policy these backends cannot render ("" when nothing): [gateway] and
-    ipv6 = "torify" are nft only for now (README, known limits)."""
-    wanted = [*(("[gateway] interfaces",) if p.gateway else ()),
-              *(('ipv6 = "torify"',) if p.torify_ipv6 else ())]
-    return " and ".join(wanted)
-
-
-def refuse_unsupported(p: Policy, backend: str) -> None:
-    missing = unsupported(p)
-    if missing:
-        raise ConfigError(f"the {backend} backend cannot do {missing} yet",
-                          'use [firewall] backend = "nft" (or "auto" where nft is installed); '
-                          "nothing was changed")
 
 
 def render(p: Policy, *, variant: Backend, saved_v4: str, saved_v6: str) -> tuple[Script, ...]:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from netspectre import backends, ipv6, state, sysctl
-from netspectre.backends import Backend, Firewall, guardwatch, iptables
+from netspectre.backends import Backend, Firewall, capabilities, guardwatch
 from netspectre.commands import Context, require_root
 from netspectre.config import RawGuard, TorMode
 from netspectre.errors import CleanupFailed, ConfigError, Error, StateError
@@ -44,7 +44,7 @@ def refuse_without_guard(ctx: Context, plan: Plan, backend: Backend | None = Non
     """`raw_guard = "on"` where the guard cannot run, [gateway] or ipv6 = "torify" on an
     iptables backend: refused before anything changes."""
     if backend is not None and backend is not Backend.NFT:
-        iptables.refuse_unsupported(plan.policy, backend.value)
+        capabilities.refuse_unsupported(plan.policy, backend.value)
     if ctx.config.firewall.raw_guard is RawGuard.ON and not plan.policy.raw_guard:
         raise ConfigError(
             f'raw_guard = "on" but the guard cannot run here: {plan.policy.raw_guard_off}',
