@@ -60,6 +60,9 @@ def gw(topo: Topology) -> Topology:
     is judged on the rules alone."""
     topo.client.set_sysctl("net.ipv4.icmp_ratelimit", "0")
     topo.client.set_sysctl("net.ipv6.icmp.ratelimit", "0")
+    # A DHCP server on the gateway (as libvirt's dnsmasq), and a web server in the guest.
+    topo.root.call("serve_udp", addr="0.0.0.0", port=67, role="dhcp")
+    topo.guest_agent.call("serve_tcp", addr=GUEST4, port=80, role="guest-web")
     for addr in ("0.0.0.0", "::"):
         topo.tor.call("serve_tcp", addr=addr, port=GW_TRANS, role="gw-tor", fake_tor=True)
         topo.tor.call("serve_udp", addr=addr, port=GW_DNS, role="gw-dns", answer=GW_ANSWER)
@@ -90,6 +93,7 @@ def guest_probes(t: Topology) -> dict[str, Any]:
         "icmp6": (g, "icmp", {"dst": WEB6, "timeout": 1}),
         # To the gateway itself, not a tor port (the client's sync server listens on udp 9).
         "udp-gw": (g, "udp", {"dst": GUEST_GW4, "port": 9, "timeout": 1}),
+        "dhcp": (g, "udp", {"dst": GUEST_GW4, "port": 67, "timeout": 1, "data": "dhcp"}),
     })
 
 
@@ -136,6 +140,7 @@ def test_gateway_clients_torified_rest_refused(gclean: Topology, incoming: str,
     # Everything else: refused at once, never forwarded.
     for name in ("udp", "udp6", "icmp", "icmp6", "udp-gw"):
         assert refused_fast(got[name]), (name, got[name])
+    assert got["dhcp"]["reply"] == "ECHO dhcp", got["dhcp"]  # a local DHCP server answers
     status = t.netspectre(None, "status")
     assert status.rc == 0, str(status)
     assert status.data["policy"]["raw_guard"] == raw_guard, status.data["policy"]
@@ -227,6 +232,18 @@ def test_iptables_gateway_torifies_clients(gclean: Topology) -> None:
 
 def is_nd(p: Any) -> bool:
     return bool(p.proto == ICMPV6 and p.payload[:1] and p.payload[0] in ND)
+
+
+def test_host_reaches_its_clients_when_their_range_is_lan(gclean: Topology) -> None:
+    """The host's own connections to a gateway client (allow_lan, the client's range in
+    `lan`) get their replies; the client's own TCP still goes to Tor."""
+    t = gclean
+    control = t.root.call("tcp", dst=GUEST4, port=80, timeout=1)
+    assert control["banner"] == f"SERVER {GUEST4} 80", control
+    t.start(gateway_config(t, lan=["198.51.100.0/24", "203.0.113.128/25"]))
+    got = t.root.call("tcp", dst=GUEST4, port=80, timeout=1)
+    assert got["banner"] == f"SERVER {GUEST4} 80", got
+    assert t.guest_agent.call("tcp", dst=WEB, port=80, timeout=1)["banner"] == f"TOR {WEB} 80"
 
 
 def test_guest_nd_passes_and_forwarding_stays_closed(gclean: Topology) -> None:

@@ -70,6 +70,8 @@ def input_rules(p: Policy, refuse: Refuse) -> list[str]:
         # Tor's gateway listeners are on 0.0.0.0/[::]: never from the uplink (an open proxy).
         f'iifname != "lo" iifname != @{SET} meta l4proto {{ tcp, udp }} th dport {ports} '
         "counter name blocked_incoming drop",
+        # Replies to what this host opened to its clients (allow_lan, their range in `lan`).
+        f"{gw} ct state established,related accept",
         f"{gw} tcp dport {p.gateway_trans_port} accept",
         f"{gw} meta l4proto {{ tcp, udp }} th dport {p.gateway_dns_port} accept",
         f"{gw} udp dport {{ {', '.join(map(str, DHCP_SERVER))} }} accept",
