@@ -255,3 +255,39 @@ def test_guest_nd_passes_and_forwarding_stays_closed(gclean: Topology) -> None:
     t.guest.ip("-6", "neigh", "flush", "dev", "eth0")
     got = t.guest_agent.call("tcp", dst=GUEST_GW6, port=22, timeout=1)
     assert got["banner"] == f"TOR {GUEST_GW6} 22", got
+
+
+# A Docker-like nat table: a published port (CLIENT4:8080 → the guest's :80) and a DNAT of the
+# container's own port-80 traffic, both at Docker's priority (-100), after ours (-190).
+DOCKERISH = f"""\
+table ip dockerish {{
+\tchain prerouting {{
+\t\ttype nat hook prerouting priority -100; policy accept;
+\t\tiifname "up0" tcp dport 8080 dnat to {GUEST4}:80
+\t\tiifname "gw0" tcp dport 80 dnat to 198.51.100.80:80
+\t}}
+}}
+"""
+
+
+def test_docker_like_nat_coexists(gclean: Topology) -> None:
+    """Ours win for new connections from the clients (redirected before Docker's DNAT);
+    a published port is unreachable from the uplink while active (forwarding is refused)."""
+    t = gclean
+    t.client.run(["nft", "-f", "-"], input=DOCKERISH)
+    try:
+        def knock() -> dict[str, Any]:
+            return t.probe({
+                "published": (t.servers, "tcp", {"dst": CLIENT4, "port": 8080, "timeout": 1}),
+                "container": (t.guest_agent, "tcp", {"dst": WEB, "port": 80, "timeout": 1}),
+            })
+
+        control = knock()  # without netspectre Docker's DNATs apply
+        assert control["published"]["banner"] == f"SERVER {GUEST4} 80", control
+        assert control["container"]["banner"] == "SERVER 198.51.100.80 80", control
+        t.start(gateway_config(t))
+        got = knock()
+        assert got["container"]["banner"] == f"TOR {WEB} 80", got
+        assert got["published"].get("error") and not got["published"].get("banner"), got
+    finally:
+        t.client.run(["nft", "delete", "table", "ip", "dockerish"], check=False)
