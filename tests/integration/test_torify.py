@@ -196,3 +196,23 @@ def _run_tor(ns: netns.Netns, workdir: Path, lines: list[str]) -> str:
         proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_verify_expects_ipv6_tcp_and_dns_torified(sclean: Topology) -> None:
+    """verify's IPv6 TCP and DNS probes must reach Tor with "torify" (refused otherwise);
+    UDP and ICMPv6 must still be refused; nothing leaves."""
+    t = sclean
+    cfg = torify_config(t)
+    cfg.write_text(cfg.read_text() + '[verify]\ntarget4 = "203.0.113.99"\n'
+                   'target6 = "2001:db8:2::99"\ntimeout = 1.5\n')
+    t.start(cfg)
+    cap = t.capture()
+    run = t.netspectre(cfg, "verify", "--no-myip")
+    packets = t.finish(cap)
+    assert run.rc == 0, run
+    rows = {c["check"]: c for c in run.data["checks"] if "outcome" in c}
+    assert rows["TCP over IPv6 to [2001:db8:2::99]:80"]["outcome"] == "torified", rows
+    assert rows["DNS (UDP) over IPv6 to [2001:db8:2::99]:53"]["outcome"] == "torified", rows
+    assert rows["UDP over IPv6 to [2001:db8:2::99]:443"]["outcome"] == "refused", rows
+    assert rows["ICMPv6 echo to 2001:db8:2::99"]["outcome"] == "refused", rows
+    assert_no_leak(packets, allowed=is_nd_or_lan)

@@ -208,7 +208,8 @@ def _udp_loop(s: socket.socket, role: str, answer: str | None, discard: bool) ->
             name, _ = _qname(data)
             record(role=role, event="dns", name=name, peer=list(peer[:2]))
             # Like Tor's AutomapHostsOnResolve: a .onion name maps into VirtualAddrNetwork.
-            mapped = ONION_MAPPED if role == "tor-dns" and name.endswith(".onion") else answer
+            onion = role.startswith("tor-dns") and name.endswith(".onion")
+            mapped = ONION_MAPPED if onion else answer
             reply = dns_answer(data, mapped)
         else:
             record(role=role, event="udp", peer=list(peer[:2]), data=data[:64].hex())

@@ -201,3 +201,11 @@ def test_gateway_status_findings_and_text(tmp_path: Path) -> None:
     assert "  gateway packets: torified 3, dns 2, refused 1" in cli_text._counters(counters)
     assert not [x for x in cli_text._counters({"tcp_torified": {"packets": 1, "bytes": 1}})
                 if "gateway" in x]
+
+
+def test_verify_battery_expects_ipv6_tcp_and_dns_torified_with_torify() -> None:
+    from netspectre.probes import REFUSED, TORIFIED, battery
+
+    six = {p.kind: p.expect for p in battery("198.51.100.1", "2001:db8::1", (), torify6=True)
+           if p.family == 6}
+    assert six == {"tcp": TORIFIED, "dns": TORIFIED, "udp": REFUSED, "icmp": REFUSED}

@@ -138,7 +138,8 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
         found += gatewayinfo.findings(gatewayinfo.status(current.policy))
     if probe and current is not None:
         v = config.verify
-        battery = probes.battery(v.target4, v.target6, v.lan_dns)
+        battery = probes.battery(v.target4, v.target6, v.lan_dns,
+                                 torify6=policy.torify_ipv6)
         firewall = backends.open(current.backend, ctx.runner)
         found += probes.run(battery, v.timeout, firewall.counters, config.tor.virtual_network)
     if exit_check:
