@@ -19,6 +19,7 @@ from netspectre.tor import torrc
 from tests.support import netns
 from tests.support.netns import ICMPV6
 from tests.support.topology import (
+    BACKENDS,
     DNS_PORT,
     GW6,
     LAN,
@@ -40,8 +41,9 @@ LAN6 = "2001:db8:1::/64"  # the uplink's IPv6 subnet, as a LAN range
 ND = {133, 134, 135, 136}
 
 
-def torify_config(t: Topology, *, lan: list[str] | None = None, vnet6: str = VNET6) -> Path:
-    path = t.config("nft", name="torify.toml", ipv6="torify",
+def torify_config(t: Topology, backend: str = "nft", *, lan: list[str] | None = None,
+                  vnet6: str = VNET6) -> Path:
+    path = t.config(backend, name="torify.toml", ipv6="torify",
                     lan=[LAN, LAN6] if lan is None else lan)
     text = path.read_text().replace("[tor]\n", f'[tor]\nvirtual_network6 = "{vnet6}"\n', 1)
     path.write_text(text)
@@ -89,10 +91,11 @@ def test_positive_control_ipv6_leaves_without_rules(sclean: Topology) -> None:
     assert {(WEB6, 6), (WEB6, 17), (WEB6, ICMPV6)} <= seen, show(outgoing(packets))
 
 
-def test_torify_ipv6(sclean: Topology) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torify_ipv6(sclean: Topology, backend: str) -> None:
     t = sclean
     before = t.ipv6_sysctls()
-    t.start(torify_config(t))
+    t.start(torify_config(t, backend))
     t.tor.call("events")
     cap = t.capture()
     got = host_probes(t)
@@ -118,9 +121,10 @@ def test_torify_ipv6(sclean: Topology) -> None:
     assert status.data["counters"]["tcp_torified"]["packets"] >= 3
 
 
-def test_ipv4_still_torified_with_torify(sclean: Topology) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ipv4_still_torified_with_torify(sclean: Topology, backend: str) -> None:
     t = sclean
-    t.start(torify_config(t))
+    t.start(torify_config(t, backend))
     got = t.root.call("dns", dst="203.0.113.53", name="v4.example", timeout=1)
     assert got["answer"] == TOR_ANSWER, got
 
@@ -198,11 +202,12 @@ def _run_tor(ns: netns.Netns, workdir: Path, lines: list[str]) -> str:
             proc.stdout.close()
 
 
-def test_verify_expects_ipv6_tcp_and_dns_torified(sclean: Topology) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verify_expects_ipv6_tcp_and_dns_torified(sclean: Topology, backend: str) -> None:
     """verify's IPv6 TCP and DNS probes must reach Tor with "torify" (refused otherwise);
     UDP and ICMPv6 must still be refused; nothing leaves."""
     t = sclean
-    cfg = torify_config(t)
+    cfg = torify_config(t, backend)
     cfg.write_text(cfg.read_text() + '[verify]\ntarget4 = "203.0.113.99"\n'
                    'target6 = "2001:db8:2::99"\ntimeout = 1.5\n')
     t.start(cfg)

@@ -159,14 +159,18 @@ def test_ipv6_facts(tmp_path: Path) -> None:
 # --- backends --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [GATEWAY, TORIFY], ids=["gateway", "torify"])
-def test_iptables_refuses_what_it_cannot_do(text: str) -> None:
-    p = policy.build(config.parse(text), FACTS)
-    with pytest.raises(ConfigError) as info:
-        iptables.render(p, variant=Backend.IPTABLES_NFT, saved_v4="", saved_v6="")
-    assert "iptables-nft backend cannot do" in info.value.message
-    assert info.value.hint is not None and 'backend = "nft"' in info.value.hint
-    assert iptables.unsupported(policy.build(config.parse(""), FACTS)) == ""
+def test_iptables_renders_one_rule_set_per_gateway_interface_and_ipv6_nat() -> None:
+    p = policy.build(config.parse(GATEWAY + TORIFY), FACTS)
+    s6, s4 = iptables.render(p, variant=Backend.IPTABLES_NFT, saved_v4="", saved_v6="")
+    for text in (s4.text, s6.text):
+        assert "-I PREROUTING 1 -m comment --comment netspectre -j NETSPECTRE-PRE" in text
+        for name in ("docker0", "virbr0"):
+            assert f"-A NETSPECTRE-PRE -i {name} -p tcp -m comment --comment " \
+                   '"netspectre:gateway_torified" -j REDIRECT --to-ports 9041' in text
+    assert "*nat" in s6.text and "-j REDIRECT --to-ports 9040" in s6.text  # torify
+    old6, _ = iptables.render(policy.build(config.parse(""), FACTS),
+                              variant=Backend.IPTABLES_NFT, saved_v4="", saved_v6="")
+    assert "*nat" not in old6.text and "PREROUTING" not in old6.text
 
 
 def test_nft_matches_gateway_interfaces_by_name_only() -> None:

@@ -87,6 +87,12 @@ IPTABLES_CASES = {
     "displaced": ("default", "displaced-legacy"),
     # Restart with incoming = allow: NETSPECTRE-IN and its jump go away.
     "incoming_changed": ("incoming_allow", "active-legacy"),
+    # #11: a gateway (one rule per interface, by name), with either `incoming`; IPv6 torified.
+    "gateway": ("gateway", ""),
+    "gateway_incoming_allow": ("gateway_incoming_allow", ""),
+    "torify": ("torify", ""),
+    # Restart from a gateway config to the default: NETSPECTRE-PRE and its jump go away.
+    "gateway_removed": ("default", "gateway-legacy"),
 }
 
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from netspectre.backends.names import GATEWAY_COUNTERS
+
 if TYPE_CHECKING:
     from netspectre.policy import Policy
 
 SET = "gateway_ifaces"
-COUNTERS = ("gateway_torified", "gateway_dns", "gateway_refused")
+COUNTERS = GATEWAY_COUNTERS
 CHAIN = "nat_prerouting"
 DHCP_SERVER = (67, 547)  # DHCPv4 and DHCPv6 servers (libvirt's and NM's dnsmasq)
 # Neighbour discovery from clients (router solicitation, neighbour solicitation/advert) and

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from netspectre import backends, ipv6, state, sysctl
-from netspectre.backends import Backend, Firewall, capabilities, guardwatch
+from netspectre.backends import Backend, Firewall, guardwatch
 from netspectre.commands import Context, require_root
 from netspectre.config import RawGuard, TorMode
 from netspectre.errors import CleanupFailed, ConfigError, Error, StateError
@@ -40,11 +40,8 @@ def plan_for(ctx: Context, backend: Backend | None = None) -> tuple[HostFacts, P
     return facts, derive(ctx.config, facts, ctx.paths, which=ctx.runner.which)
 
 
-def refuse_without_guard(ctx: Context, plan: Plan, backend: Backend | None = None) -> None:
-    """`raw_guard = "on"` where the guard cannot run, [gateway] or ipv6 = "torify" on an
-    iptables backend: refused before anything changes."""
-    if backend is not None and backend is not Backend.NFT:
-        capabilities.refuse_unsupported(plan.policy, backend.value)
+def refuse_without_guard(ctx: Context, plan: Plan) -> None:
+    """`raw_guard = "on"` where the guard cannot run: refused before anything changes."""
     if ctx.config.firewall.raw_guard is RawGuard.ON and not plan.policy.raw_guard:
         raise ConfigError(
             f'raw_guard = "on" but the guard cannot run here: {plan.policy.raw_guard_off}',
@@ -122,7 +119,7 @@ def start(ctx: Context, *, wait: bool = True, on_event: OnEvent | None = None,
     config, p = ctx.config, ctx.paths
     firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
     facts, plan = plan_for(ctx, firewall.backend)
-    refuse_without_guard(ctx, plan, firewall.backend)
+    refuse_without_guard(ctx, plan)
     if not (boot and config.tor.mode is TorMode.SYSTEM):  # at boot the system tor comes later
         managed.preflight(config, p, plan)
     state.ensure_dir(p.run)
@@ -148,7 +145,7 @@ def restart(ctx: Context, *, wait: bool = True,
     config, p = ctx.config, ctx.paths
     firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
     facts, plan = plan_for(ctx, firewall.backend)
-    refuse_without_guard(ctx, plan, firewall.backend)
+    refuse_without_guard(ctx, plan)
     state.ensure_dir(p.run)
     with state.locked(p.lock, wait=True):
         current = state.load_current(p.state)
