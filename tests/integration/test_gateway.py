@@ -296,3 +296,25 @@ def test_docker_like_nat_coexists(gclean: Topology, backend: str) -> None:
         assert got["published"].get("error") and not got["published"].get("banner"), got
     finally:
         t.client.run(["nft", "delete", "table", "ip", "dockerish"], check=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_verify_doctor_know_the_gateway(gclean: Topology, backend: str) -> None:
+    """The ruleset in force equals the policy (verify reads it back), a missing interface is
+    named, not failed, and doctor says the same."""
+    t = gclean
+    cfg = gateway_config(t, backend, interfaces=("gw0", "absent0"))
+    t.start(cfg)
+    status = t.netspectre(cfg, "status")
+    assert status.data["gateway"]["interfaces"] == {"gw0": True, "absent0": False}
+    assert status.data["gateway"]["ip_forward"] == "1"
+    assert "config_differs" not in status.data, status.data
+    verify = t.netspectre(cfg, "verify", "--no-probes", "--no-myip")
+    assert verify.rc == 0, verify
+    checks = {c["check"]: c for c in verify.data["checks"]}
+    assert checks[f"ruleset in force equals the policy ({backend})"]["ok"] is True, checks
+    present = checks["gateway interfaces present"]
+    assert present["ok"] is None and "absent0" in present["detail"], present
+    doctor = t.netspectre(cfg, "doctor")
+    found = {c["check"]: c for c in doctor.data["checks"]}
+    assert "absent0" in found["gateway interfaces present"]["detail"], doctor.data

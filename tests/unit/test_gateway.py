@@ -213,3 +213,17 @@ def test_verify_battery_expects_ipv6_tcp_and_dns_torified_with_torify() -> None:
     six = {p.kind: p.expect for p in battery("198.51.100.1", "2001:db8::1", (), torify6=True)
            if p.family == 6}
     assert six == {"tcp": TORIFIED, "dns": TORIFIED, "udp": REFUSED, "icmp": REFUSED}
+
+
+def test_status_text_and_json_with_and_without_a_gateway() -> None:
+    from netspectre.status import Status
+    from tests.unit.test_cli_text import status
+
+    info = {"interfaces": {"docker0": False}, "trans_port": 9041, "dns_port": 9054,
+            "ip_forward": "0"}
+    with_gw: Status = status(gateway=info)
+    text = cli_text.status(with_gw)
+    assert "  gateway: docker0 (absent); TCP → :9041, DNS → :9054; ip_forward 0" in text
+    assert with_gw.to_json()["gateway"] == info
+    plain = status()
+    assert "gateway" not in plain.to_json() and "gateway" not in cli_text.status(plain)
