@@ -227,3 +227,17 @@ def test_status_text_and_json_with_and_without_a_gateway() -> None:
     assert with_gw.to_json()["gateway"] == info
     plain = status()
     assert "gateway" not in plain.to_json() and "gateway" not in cli_text.status(plain)
+
+
+def test_system_tor_must_listen_for_the_gateway_on_all_addresses() -> None:
+    from netspectre.tor import systemtor
+
+    cfg = config.parse('[tor]\nmode = "system"\n' + GATEWAY)
+    conf = {"VirtualAddrNetworkIPv4": ["10.192.0.0/10"], "AutomapHostsOnResolve": ["1"]}
+    host_only = {"net/listeners/trans": '"127.0.0.1:9040"', "net/listeners/dns": '"127.0.0.1:9053"'}
+    assert systemtor.missing(cfg, host_only, conf) == ["TransPort 0.0.0.0:9041",
+                                                       "DNSPort 0.0.0.0:9054"]
+    both = {"net/listeners/trans": '"127.0.0.1:9040" "0.0.0.0:9041" "[::]:9041"',
+            "net/listeners/dns": '"127.0.0.1:9053" "0.0.0.0:9054"'}
+    assert systemtor.missing(cfg, both, conf) == []
+    assert systemtor.missing(config.parse('[tor]\nmode = "system"\n'), host_only, conf) == []
