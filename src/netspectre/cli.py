@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from netspectre import cli_text  # pure and cheap: formats what the handlers print
+from netspectre import cli_programs, cli_text  # cheap: no command module imported yet
 from netspectre.cli_parser import parser as _parser
 from netspectre.errors import CleanupFailed, CommandFailed, Error, ExitStatus
 
@@ -39,6 +39,9 @@ class Output:
             print(json.dumps(payload, indent=2, sort_keys=True, default=str))
         else:
             print(text)
+
+    def notice(self, line: str) -> None:
+        print(f"netspectre: {line}", file=sys.stderr, flush=True)
 
     def event(self, ev: BootstrapEvent) -> None:
         if self.json:
@@ -114,7 +117,8 @@ def _start(ctx: Context, args: argparse.Namespace, out: Output) -> int:
         out.report(report, f"netspectre: active from boot (backend {report.backend}); "
                            "Tor bootstraps when the network comes up")
         return 0
-    started = lifecycle.start(ctx, wait=not args.no_wait, on_event=out.event)
+    started = lifecycle.start(ctx, wait=not args.no_wait, on_event=out.event,
+                              firewall=not args.no_firewall)
     out.report(started, cli_text.start(started))
     return 0
 
@@ -131,10 +135,7 @@ def _restart(ctx: Context, args: argparse.Namespace, out: Output) -> int:
     from netspectre.commands import lifecycle
 
     report = lifecycle.restart(ctx, wait=not args.no_wait, on_event=out.event)
-    text = f"netspectre: ruleset replaced atomically (backend {report.backend})"
-    if report.tor_relaunched:
-        text += "; tor relaunched with the new torrc"
-    out.report(report, text)
+    out.report(report, cli_text.restart(report))
     return 0
 
 
@@ -236,6 +237,7 @@ WITH_CONTEXT: dict[str, Callable[[Context, argparse.Namespace, Output], int]] = 
     "start": _start, "stop": _stop, "restart": _restart, "status": _status, "rules": _rules,
     "myip": _myip, "check": _myip, "newnym": _newnym, "verify": _verify, "enable": _enable,
     "disable": _disable, "_supervise": _supervise, "watch": _watch, "_guard": _guard,
+    "run": cli_programs.run, "bypass": cli_programs.bypass,
 }
 
 
@@ -246,15 +248,10 @@ def _dispatch(args: argparse.Namespace, out: Output) -> int:
     from netspectre.commands import Context
 
     if args.command == "start" and args.boot:  # its own config handling: a bad one locks down
-        return _start(Context(config=_fallback_config(), paths=paths.detect()), args, out)
+        from netspectre.config import Config
+        return _start(Context(config=Config(), paths=paths.detect()), args, out)
     ctx = Context(config=_load_config(args.config), paths=paths.detect())
     return WITH_CONTEXT[args.command](ctx, args, out)
-
-
-def _fallback_config() -> Config:
-    from netspectre.config import Config
-
-    return Config()
 
 
 def _print_error(exc: Error, debug: bool) -> None:

@@ -27,9 +27,13 @@ def parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("start", help="torify the machine: firewall first, then Tor")
     p.add_argument("--no-wait", action="store_true", help="return before Tor has bootstrapped")
-    p.add_argument("--boot", action="store_true",
-                   help="boot mode (the systemd unit): implies --no-wait; if start fails, "
-                        "the ruleset is applied anyway with no Tor behind it (fail closed)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--boot", action="store_true",
+                      help="boot mode (the systemd unit): implies --no-wait; if start fails, "
+                           "the ruleset is applied anyway with no Tor behind it (fail closed)")
+    mode.add_argument("--no-firewall", action="store_true",
+                      help="run the managed tor only (for `netspectre run`): no ruleset, no "
+                           "sysctl; this machine's own traffic is NOT torified")
     p = sub.add_parser("stop", help="stop Tor, remove our rules, restore sysctls")
     p.add_argument("--force", action="store_true", help="clean up even if the state is unreadable")
     p = sub.add_parser("restart", help="apply a changed config: the ruleset in one transaction "
@@ -46,11 +50,26 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="live self-test: rules, leak probes, exit check")
     p.add_argument("--no-probes", action="store_true", help="skip the leak probes")
     p.add_argument("--no-myip", action="store_true", help="skip the exit check through Tor")
+    p = sub.add_parser("bypass", help="run one command outside Tor, a deliberate hole: as the "
+                                      "invoking user, with a bypass group as its gid")
+    p.add_argument("--user", metavar="NAME", help="run as NAME (default: the sudo user)")
+    p.add_argument("--group", metavar="NAME",
+                   help="the bypass group to use when several are in force")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="-- COMMAND [ARG...]: run directly, its exit status is netspectre's")
     sub.add_parser("doctor", help="explain what is wrong, with the command that fixes it")
     p = sub.add_parser("enable", help="protect from boot: install and enable the systemd unit")
     p.add_argument("--now", action="store_true", help="also start now")
     p = sub.add_parser("disable", help="no protection at boot (does not lift the firewall)")
     p.add_argument("--now", action="store_true", help="also stop now")
+    p = sub.add_parser("run", help="run one program through Tor, in a sandbox of its own "
+                                    "(no root needed; the rest of the machine is untouched)")
+    p.add_argument("--user", metavar="NAME",
+                   help="as root: run the program as NAME (default: the sudo user)")
+    p.add_argument("--shared", action="store_true",
+                   help="share circuits with other --shared runs (default: circuits of its own)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                   help="the program and its arguments (after --)")
     lab = sub.add_parser("lab", help="a private Tor network in namespaces (offline demo)")
     lab.add_argument("action", choices=["up", "down", "status", "demo", "shell"])
     lab.add_argument("--backend", choices=[b.value for b in Backend],

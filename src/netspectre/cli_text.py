@@ -10,7 +10,7 @@ from netspectre import gatewayinfo
 
 if TYPE_CHECKING:  # annotations only: printing one report needs no other report's class
     from netspectre.findings import Checks, Finding
-    from netspectre.reports import StartReport, StopReport
+    from netspectre.reports import RestartReport, StartReport, StopReport
     from netspectre.status import ExitReport, IdleStatus, NewnymReport, Status, TorStatus
     from netspectre.units import UnitReport
     from netspectre.watchframes import Attempt, Frame, TorLive
@@ -19,9 +19,23 @@ PORT_NAMES = (("TransPort", "trans_port_listening"), ("DNSPort", "dns_port_liste
               ("SocksPort", "socks_port_listening"))
 
 
-def start(report: StartReport) -> str:
+NOT_TORIFIED = ("WARNING: this machine's own traffic is NOT torified (started with "
+                "--no-firewall); only `netspectre run` uses Tor")
+
+
+def start(report: StartReport | RestartReport) -> str:
+    if not report.firewall:
+        return f"netspectre: Tor only, no firewall\n  {NOT_TORIFIED}"
     return (f"netspectre: active (backend {report.backend}); "
             "all traffic now goes through Tor or is blocked")
+
+
+def restart(report: RestartReport) -> str:
+    text = (f"netspectre: ruleset replaced atomically (backend {report.backend})"
+            if report.firewall else "netspectre: Tor only, no firewall (mode kept)")
+    if report.tor_relaunched:
+        text += "; tor relaunched with the new torrc"
+    return text + ("" if report.firewall else f"\n  {NOT_TORIFIED}")
 
 
 def stop(report: StopReport) -> str:
@@ -43,8 +57,15 @@ def status(report: Status | IdleStatus) -> str:
                          + " — run `netspectre stop`")
         lines += _tor(report.tor)
         return "\n".join(lines)
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.since))
+    if not report.firewall:
+        lines.append(f"netspectre: Tor only since {since} ({report.phase}; no firewall)")
+        lines.append(f"  {NOT_TORIFIED}")
+        if report.config_differs:
+            lines.append(f"  NOTE: {report.config_differs}")
+        lines += _tor(report.tor)
+        return "\n".join(lines)
     if report.active:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(report.since))
         lines.append(f"netspectre: ACTIVE since {since} (backend {report.backend})")
     else:
         lines.append(f"netspectre: NOT ACTIVE (state says {report.phase!r}; "
@@ -88,7 +109,21 @@ def _policy(pol: Mapping[str, object]) -> list[str]:
         f"(uid {pol['tor_uid']})",
         f"  LAN: {lan} ({'direct' if pol['allow_lan'] else 'blocked'}); "
         f"incoming: {pol['incoming']}; IPv6: {pol['ipv6']}",
+        *bypasses(pol),
     ]
+
+
+def bypasses(pol: Mapping[str, object]) -> list[str]:
+    """The bypasses in force (issue 10): a hole in the kill switch by design, said so."""
+    parts = []
+    for key, kind, ident in (("bypass_users", "user", "uid"), ("bypass_groups", "group", "gid")):
+        found = pol.get(key)
+        if isinstance(found, list) and found:
+            parts.append(f"{kind}s " + ", ".join(
+                f"{e.get('name')} ({ident} {e.get(ident)})" for e in found if isinstance(e, dict)))
+    if not parts:
+        return []
+    return ["  BYPASS (direct, NOT torified, by design): " + "; ".join(parts)]
 
 
 def _counters(counters: Mapping[str, Mapping[str, int]]) -> list[str]:

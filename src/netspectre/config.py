@@ -81,6 +81,10 @@ class FirewallConfig:
     incoming: Incoming = Incoming.BLOCK
     raw_guard: RawGuard = RawGuard.AUTO
     raw_guard_mark: int = values.DEFAULT_GUARD_MARK
+    # Accounts whose sockets go direct, never torified (issue 10): a hole by design. Names,
+    # resolved to uid/gid at start (facts.py); a group matches the socket's primary gid.
+    bypass_users: tuple[str, ...] = ()
+    bypass_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,14 +160,9 @@ def from_dict(data: dict[str, Any], *, path: str | None = None) -> Config:
 
 
 def _tor(t: dict[str, Any]) -> TorConfig:
-    values.known_keys(
-        "tor",
-        t,
-        {
-            "mode", "user", "trans_port", "dns_port", "socks_port", "virtual_network",
-            "virtual_network6", "control", "torrc_extra", "bridges", "bootstrap_timeout",
-        },
-    )
+    values.known_keys("tor", t, {"mode", "user", "trans_port", "dns_port", "socks_port",
+                                 "virtual_network", "virtual_network6", "control",
+                                 "torrc_extra", "bridges", "bootstrap_timeout"})
     d = TorConfig()
     vnet = values.network("tor.virtual_network", t.get("virtual_network", str(d.virtual_network)))
     if not isinstance(vnet, ipaddress.IPv4Network):
@@ -203,7 +202,8 @@ def _tor(t: dict[str, Any]) -> TorConfig:
 
 def _firewall(f: dict[str, Any]) -> FirewallConfig:
     values.known_keys("firewall", f, {"backend", "lan", "allow_lan", "ipv6", "incoming",
-                                      "raw_guard", "raw_guard_mark"})
+                                      "raw_guard", "raw_guard_mark", "bypass_users",
+                                      "bypass_groups"})
     d = FirewallConfig()
     lan_raw = f.get("lan", [str(n) for n in d.lan])
     if not isinstance(lan_raw, list):
@@ -218,6 +218,8 @@ def _firewall(f: dict[str, Any]) -> FirewallConfig:
                                 RawGuard),
         raw_guard_mark=values.mark_bit("firewall.raw_guard_mark",
                                        f.get("raw_guard_mark", d.raw_guard_mark)),
+        bypass_users=values.names("firewall.bypass_users", f.get("bypass_users", [])),
+        bypass_groups=values.names("firewall.bypass_groups", f.get("bypass_groups", [])),
     )
 
 

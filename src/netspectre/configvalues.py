@@ -132,6 +132,11 @@ def user(key: str, value: object) -> str:
     return text
 
 
+def names(key: str, value: object) -> tuple[str, ...]:
+    """A list of account (user or group) names, deduplicated in order."""
+    return tuple(dict.fromkeys(user(key, v) for v in strings(key, value)))
+
+
 def torrc_line(key: str, line: str) -> str:
     if "\n" in line or "\r" in line or "\0" in line:
         raise bad(key, line, "one torrc line per entry (no newlines)")

@@ -1,15 +1,19 @@
-"""HostFacts gathered from this host (the tor account; the interfaces and whether the raw
-guard can run here), for policy and plan."""
+"""HostFacts gathered from this host (the tor account; the bypass accounts; the interfaces and
+whether the raw guard can run here), for policy and plan."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspectre.backends import guard
 from netspectre.backends.names import Backend
-from netspectre.config import Config, RawGuard
+from netspectre.config import DEFAULT_PATH, Config, RawGuard
+from netspectre.errors import ConfigError
 from netspectre.policy import HostFacts
 from netspectre.tor import users
 
@@ -30,11 +34,12 @@ def gather(config: Config, *, runner: system.Runner | None = None,
     """`backend`: the firewall that will apply (None: the guard is not probed, so off)."""
     name, uid = users.resolve(config.tor.user)
     stack, loopback = ipv6_facts()
+    found = HostFacts(tor_uid=uid, tor_user=name, ipv6_stack=stack, ipv6_loopback=loopback,
+                      bypass_users=bypass_users(config), bypass_groups=bypass_groups(config))
     if backend is None or runner is None or config.firewall.raw_guard is RawGuard.OFF:
-        return HostFacts(tor_uid=uid, tor_user=name, ipv6_stack=stack, ipv6_loopback=loopback)
-    return HostFacts(tor_uid=uid, tor_user=name, devices=interfaces(),
-                     guard_unsupported=guard_unsupported(backend, runner),
-                     ipv6_stack=stack, ipv6_loopback=loopback)
+        return found
+    return replace(found, devices=interfaces(),
+                   guard_unsupported=guard_unsupported(backend, runner))
 
 
 def ipv6_facts(path: Path = IF_INET6) -> tuple[bool, bool]:
@@ -45,6 +50,35 @@ def ipv6_facts(path: Path = IF_INET6) -> tuple[bool, bool]:
     except OSError:
         return False, False
     return True, any(line.split()[:1] == [LOOPBACK6] for line in text.splitlines())
+
+
+def _unknown(config: Config, kind: str, name: str, create: str) -> ConfigError:
+    return ConfigError(
+        f"[firewall] bypass_{kind}s: no {kind} named {name!r} on this machine",
+        f"create it ({create} {name}) or remove it from bypass_{kind}s in "
+        f"{config.path or DEFAULT_PATH}; nothing was changed")
+
+
+def bypass_users(config: Config) -> tuple[tuple[str, int], ...]:
+    """[firewall] bypass_users → ((name, uid), …); an unknown name is refused."""
+    found = []
+    for name in config.firewall.bypass_users:
+        try:
+            found.append((name, pwd.getpwnam(name).pw_uid))
+        except KeyError:
+            raise _unknown(config, "user", name, "useradd --system") from None
+    return tuple(found)
+
+
+def bypass_groups(config: Config) -> tuple[tuple[str, int], ...]:
+    """[firewall] bypass_groups → ((name, gid), …); an unknown name is refused."""
+    found = []
+    for name in config.firewall.bypass_groups:
+        try:
+            found.append((name, grp.getgrnam(name).gr_gid))
+        except KeyError:
+            raise _unknown(config, "group", name, "groupadd --system") from None
+    return tuple(found)
 
 
 def interfaces(root: Path = SYS_NET) -> tuple[str, ...]:

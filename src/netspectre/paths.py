@@ -16,6 +16,8 @@ RUN_ROOT = Path("/run/netspectre")
 # beside RUN_ROOT so that RUN_ROOT itself (state, lock, torrc, pid files) stays root's, 0700.
 TOR_RUN_ROOT = Path("/run/netspectre-tor")
 LIB_ROOT = Path("/var/lib/netspectre")
+# World-readable (0755): what an unprivileged `netspectre run` may know (endpoints.json).
+PUBLIC_ROOT = Path("/run/netspectre-public")
 
 
 def netns_suffix() -> str:
@@ -60,6 +62,20 @@ class Paths:
     def lockdown(self) -> Path:
         """JSON {"reason", "since"}: `start --boot` failed and blocked everything but loopback."""
         return self.run / "lockdown.json"
+
+    @property
+    def public(self) -> Path:
+        """Beside run, readable by anyone: /run/netspectre-public/{host,netns-…}."""
+        if self.run == RUN_ROOT:
+            return PUBLIC_ROOT / "host"
+        if self.run.parent == RUN_ROOT:
+            return PUBLIC_ROOT / self.run.name
+        return Path(f"{self.run}-public")
+
+    @property
+    def endpoints(self) -> Path:
+        """JSON {mode, trans_port, dns_port, socks_port, firewall, boot_id, since}, 0644."""
+        return self.public / "endpoints.json"
 
     @property
     def tor_run(self) -> Path:

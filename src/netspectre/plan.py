@@ -29,10 +29,16 @@ class Plan:
         """What TorRecord.torrc_sha256 says when our tor runs with this plan's torrc."""
         return hashlib.sha256(self.torrc.encode()).hexdigest() if self.torrc is not None else ""
 
-    def digest(self) -> str:
-        """Changes when anything `restart` would change does (rules, ports, the torrc)."""
+    def digest(self, *, firewall: bool = True) -> str:
+        """Changes when anything `restart` would change does (rules, ports, the torrc).
+        firewall=False: a Tor-only start (`--no-firewall`), whose rules are none."""
+        if not firewall:
+            text = json.dumps(["tor-only", asdict(self.endpoints), self.torrc],
+                              sort_keys=True, default=str)
+            return hashlib.sha256(text.encode()).hexdigest()
         # The guarded interfaces are a fact of the moment (the guard's watcher follows them):
         # a new USB tether is not a changed config.
+        # No bypass, gateway or torify configured: the digest recorded before they existed.
         text = json.dumps([self.policy.digest_fields(), asdict(self.endpoints), self.torrc],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()

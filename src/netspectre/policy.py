@@ -25,6 +25,9 @@ class HostFacts:
     # (rules, tests) both are assumed.
     ipv6_stack: bool = True
     ipv6_loopback: bool = True
+    # [firewall] bypass_users / bypass_groups resolved: ((name, uid), …), ((name, gid), …).
+    bypass_users: tuple[tuple[str, int], ...] = ()
+    bypass_groups: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,27 @@ class Policy:
     gateway: tuple[str, ...] = ()
     gateway_trans_port: int = 0
     gateway_dns_port: int = 0
+    # Sockets of these accounts go direct (issue 10): ((name, uid), …) and ((name, gid), …).
+    bypass_users: tuple[tuple[str, int], ...] = ()
+    bypass_groups: tuple[tuple[str, int], ...] = ()
 
     @property
     def ipv6_mode(self) -> str:
         return "disable" if self.disable_ipv6 else "torify" if self.torify_ipv6 else "block"
+
+    @property
+    def neighbour_discovery(self) -> bool:
+        """ICMPv6 ND out and in: for IPv6 LAN ranges, or bypassed IPv6 (ipv6 = "block")."""
+        return (self.allow_lan and bool(self.lan6)) or (
+            bool(self.bypass_users or self.bypass_groups) and not self.disable_ipv6)
+
+    @property
+    def bypass_uids(self) -> tuple[int, ...]:
+        return tuple(sorted({uid for _, uid in self.bypass_users}))
+
+    @property
+    def bypass_gids(self) -> tuple[int, ...]:
+        return tuple(sorted({gid for _, gid in self.bypass_groups}))
 
     def summary(self) -> dict[str, object]:
         return {
@@ -79,11 +99,17 @@ class Policy:
             **({"gateway": {"interfaces": list(self.gateway),
                             "trans_port": self.gateway_trans_port,
                             "dns_port": self.gateway_dns_port}} if self.gateway else {}),
+            # Only when configured: a state recorded before bypasses existed still compares.
+            **({"bypass_users": [{"name": n, "uid": u} for n, u in self.bypass_users]}
+               if self.bypass_users else {}),
+            **({"bypass_groups": [{"name": n, "gid": g} for n, g in self.bypass_groups]}
+               if self.bypass_groups else {}),
         }
 
     def digest_fields(self) -> dict[str, object]:
         """What the plan digest covers: every field but the guard's devices (a fact of the
-        moment), and the IPv6/gateway fields only when set (older plans keep their digest)."""
+        moment), and the IPv6/gateway/bypass fields only when set (older plans keep their
+        digest)."""
         fields = asdict(self)
         fields.pop("guard_devices")
         for name, unset in NEW_FIELDS.items():
@@ -92,9 +118,11 @@ class Policy:
         return fields
 
 
-# Fields added with #11, and their value when a config does not use them.
+# Fields added with #10 (bypass) and #11 (gateway, torify), and their value when a config does
+# not use them.
 NEW_FIELDS: dict[str, object] = {"torify_ipv6": False, "virtual_network6": None,
-                                 "gateway": (), "gateway_trans_port": 0, "gateway_dns_port": 0}
+                                 "gateway": (), "gateway_trans_port": 0, "gateway_dns_port": 0,
+                                 "bypass_users": (), "bypass_groups": ()}
 
 
 def build(config: Config, facts: HostFacts) -> Policy:
@@ -126,6 +154,8 @@ def build(config: Config, facts: HostFacts) -> Policy:
         gateway=gw.interfaces,
         gateway_trans_port=gw.trans_port if gw.interfaces else 0,
         gateway_dns_port=gw.dns_port if gw.interfaces else 0,
+        bypass_users=facts.bypass_users,
+        bypass_groups=facts.bypass_groups,
     )
 
 

@@ -28,10 +28,12 @@ class StartReport:
     backend_evidence: str
     policy: Mapping[str, object]
     ipv6_saved: Mapping[str, str]
+    firewall: bool = True  # False: `start --no-firewall`, the machine is NOT torified
 
     def to_json(self) -> Json:
         return {"active": True, "backend": self.backend, "backend_evidence": self.backend_evidence,
-                "policy": dict(self.policy), "ipv6_saved": dict(self.ipv6_saved)}
+                "policy": dict(self.policy), "ipv6_saved": dict(self.ipv6_saved),
+                "firewall": self.firewall, "torified": self.firewall}
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,12 @@ class RestartReport:
     backend_evidence: str
     policy: Mapping[str, object]
     tor_relaunched: bool
+    firewall: bool = True  # restart keeps the mode: False after `start --no-firewall`
 
     def to_json(self) -> Json:
         return {"active": True, "backend": self.backend, "backend_evidence": self.backend_evidence,
-                "policy": dict(self.policy), "tor_relaunched": self.tor_relaunched}
+                "policy": dict(self.policy), "tor_relaunched": self.tor_relaunched,
+                "firewall": self.firewall, "torified": self.firewall}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ class State:
     ipv6_config: dict[str, Any] = field(default_factory=dict)  # static addrs/routes to re-add
     plan_digest: str = ""  # Plan.digest() of what is in force: `status` compares the config
     guard_pid: int | None = None  # the raw guard's watcher (`netspectre _guard`), when on
+    # False: `start --no-firewall`, Tor only (issue 10): no ruleset, no sysctl, nothing but
+    # the tor we run; `backend` is then only what a full start would use, never in force.
+    # Absent in older files: they were all full starts.
+    firewall: bool = True
     version: int = VERSION
 
     def with_(self, **changes: Any) -> State:
@@ -85,6 +89,7 @@ def from_json(text: str, *, path: str = "state") -> State:
             ipv6_config=dict(data.get("ipv6_config", {})),
             plan_digest=str(data.get("plan_digest", "")),
             guard_pid=int(data["guard_pid"]) if data.get("guard_pid") else None,
+            firewall=bool(data.get("firewall", True)),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise StateError(
@@ -100,6 +105,39 @@ def _fallback(policy: dict[str, Any], tor: dict[str, Any]) -> Endpoints:
                      trans_port=int(policy.get("trans_port", d.trans_port)),
                      dns_port=int(policy.get("dns_port", d.dns_port)),
                      socks_port=d.socks_port, control=d.control)
+
+
+def save_endpoints(path: Path, record: State) -> None:
+    """The world-readable copy of where the Tor in force listens (paths.endpoints, 0644), for
+    an unprivileged `netspectre run`: ports and mode only. The state itself stays root's: it
+    holds the torrc, whose Bridge lines (a private bridge's address) are a secret."""
+    if record.tor is None:
+        return
+    e = record.tor.endpoints
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o755)
+    fsutil.write_atomic(path, json.dumps({
+        "version": VERSION, "boot_id": record.boot_id, "since": record.since,
+        "firewall": record.firewall, "mode": e.mode.value, "trans_port": e.trans_port,
+        "dns_port": e.dns_port, "socks_port": e.socks_port,
+    }, indent=2, sort_keys=True) + "\n", mode=0o644)
+
+
+def load_endpoints(path: Path) -> tuple[Endpoints, bool] | None:
+    """(endpoints, firewall in force) from paths.endpoints, readable by anyone; None when
+    nothing is published for this boot (netspectre not active)."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != VERSION or data.get("boot_id") != boot_id():
+            return None
+        d = TorConfig()
+        return Endpoints(mode=TorMode(data["mode"]), trans_port=int(data["trans_port"]),
+                         dns_port=int(data["dns_port"]), socks_port=int(data["socks_port"]),
+                         control=d.control), bool(data["firewall"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StateError(f"{path}: unreadable ({exc})", "run `sudo netspectre restart`") from None
 
 
 def boot_id() -> str:

@@ -79,7 +79,7 @@ class IdleStatus:
     recorded: ClassVar[Literal[False]] = False  # no state: cli_text says other things
 
     def to_json(self) -> Json:
-        return {"active": False, "leftover_rules": list(self.leftover_rules),
+        return {"active": False, "torified": False, "leftover_rules": list(self.leftover_rules),
                 "lockdown": self.lockdown.to_json() if self.lockdown else None,
                 "tor": self.tor.to_json()}
 
@@ -103,12 +103,20 @@ class Status:
     guard: Mapping[str, object] = field(default_factory=dict)
     # [gateway] (gatewayinfo.status): {} without one, so older configs' JSON is unchanged.
     gateway: Mapping[str, object] = field(default_factory=dict)
+    # False: `start --no-firewall`: Tor runs, no ruleset; the machine is NOT torified.
+    firewall: bool = True
 
     recorded: ClassVar[Literal[True]] = True
 
+    @property
+    def torified(self) -> bool:
+        """The machine's own traffic goes through Tor (or is blocked): active with rules."""
+        return self.active and self.firewall and self.ruleset_in_force
+
     def to_json(self) -> Json:
         out: Json = {
-            "active": self.active, "phase": self.phase, "backend": self.backend,
+            "active": self.active, "firewall": self.firewall, "torified": self.torified,
+            "phase": self.phase, "backend": self.backend,
             "since": self.since, "ruleset_in_force": self.ruleset_in_force,
             "policy": dict(self.policy),
             "counters": {k: dict(v) for k, v in self.counters.items()},

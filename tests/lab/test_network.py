@@ -5,6 +5,7 @@ leaving nothing behind (also after a crashed `up`)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import netspectre.lab as netlab
 from netspectre import config, system
 from netspectre.errors import StateError
-from netspectre.lab import LabInfo, LabSpec, consensus, network, processes
+from netspectre.lab import LabInfo, LabSpec, clientns, consensus, network, processes
 from tests.support import client
 
 pytestmark = pytest.mark.lab
@@ -44,6 +45,39 @@ def test_guest_is_routed_through_the_client(lab_up: LabInfo) -> None:
     assert r.get("json") == {"IP": str(lay.guest4), "IsTor": False}, r
     r6 = probe(lab_up.spec.guest_ns, "http", f"http://[{lay.web6}]/api/ip", "--timeout", "5")
     assert r6.get("json") == {"IP": str(lay.guest6), "IsTor": False}, r6
+
+
+def test_containers_sit_on_the_clients_bridge(lab_up: LabInfo) -> None:
+    """Like docker0: the containers' veths are ports of one bridge in the client namespace;
+    each container reaches the bridge's address (its default route) and, routed through the
+    client, the web server, which sees the container's own address."""
+    lay, spec = lab_up.layout, lab_up.spec
+    assert len(lay.containers) == 2 and set(spec.container_ns) <= network.existing_namespaces()
+    ports = system.run(["ip", "-j", "-n", spec.client_ns, "link", "show", "master",
+                        network.CT_BRIDGE]).stdout
+    assert {p["ifname"] for p in json.loads(ports)} == {network.ct_port(1), network.ct_port(2)}
+    for ct in lay.containers:
+        got = clientns.probes(ct.ns, [
+            {"kind": "icmp", "dst": str(lay.ct_gw4), "timeout": 3},
+            {"kind": "icmp", "dst": str(lay.ct_gw6), "timeout": 3},
+            {"kind": "http", "url": f"http://{lay.web4}/api/ip", "timeout": 5},
+            {"kind": "http", "url": f"http://[{lay.web6}]/api/ip", "timeout": 5},
+        ])
+        assert [r.get("reply") for r in got[:2]] == [True, True], (ct.ns, got)
+        assert got[2].get("json") == {"IP": str(ct.v4), "IsTor": False}, (ct.ns, got[2])
+        assert got[3].get("json") == {"IP": str(ct.v6), "IsTor": False}, (ct.ns, got[3])
+        resolv = system.run(network.ns_argv(ct.ns, ["cat", "/etc/resolv.conf"])).stdout
+        assert f"nameserver {lay.resolver4}" in resolv
+
+
+def test_a_missing_container_is_not_reached(lab_up: LabInfo) -> None:
+    """The control for the test above: an address on the containers' subnet that no
+    container holds gets no echo reply from inside the first container's namespace."""
+    lay = lab_up.layout
+    nobody = lay.ctnet4[50]
+    (r,) = clientns.probes(lay.containers[0].ns,
+                           [{"kind": "icmp", "dst": str(nobody), "timeout": 1}])
+    assert "reply" not in r and "error" in r, r
 
 
 @pytest.mark.parametrize("where", ["lan", "internet"])
@@ -119,6 +153,50 @@ def test_through_tor_the_web_server_sees_an_exit(
     assert ipaddress.ip_address(answer["IP"]) in lab_up.exit_addresses
 
 
+def test_ipv6_through_tor_the_web_server_sees_an_exits_ipv6(
+    lab_up: LabInfo, client_tor: client.ClientTor
+) -> None:
+    """SOCKS5 CONNECT to the web server's IPv6 literal: an exit with IPv6Exit connects over
+    IPv6 and the web server (listening on web6 too) sees the exit's IPv6 address."""
+    lay = lab_up.layout
+    r = probe(client_tor.ns, "http", f"http://[{lay.web6}]/api/ip", "--socks", client_tor.socks)
+    answer = r.get("json")
+    assert isinstance(answer, dict), r
+    seen = ipaddress.ip_address(answer["IP"])
+    assert seen.version == 6 and seen in {e.v6 for e in lay.exits}, answer
+    assert answer["IsTor"] is True
+
+
+@pytest.mark.skipif(system.which("curl") is None, reason="curl not installed")
+def test_curl_to_ipv6_through_tor(lab_up: LabInfo, client_tor: client.ClientTor) -> None:
+    """The same with curl, as a user would: `curl --socks5 … http://[web6]/api/ip` (not
+    `-6`: curl applies it to the proxy's address, 127.0.0.1, too, and fails to connect)."""
+    lay = lab_up.layout
+    out = system.run(network.ns_argv(client_tor.ns, [
+        "curl", "-sS", "--max-time", "30", "--socks5", client_tor.socks,
+        f"http://[{lay.web6}]/api/ip"]), check=False)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["IsTor"] is True and answer["IP"] in {str(e.v6) for e in lay.exits}, answer
+
+
+def test_two_exits_carry_traffic(lab_up: LabInfo, client_tor: client.ClientTor) -> None:
+    """Both exits are usable: connections isolated by SOCKS credentials (IsolateSOCKSAuth,
+    tor's default) get circuits of their own, and between them the web server sees both."""
+    want = {str(e.v4) for e in lab_up.layout.exits}
+    assert len(want) == 2
+    seen: dict[str, int] = {}
+    for i in range(40):  # each new credential: a fresh circuit, its exit one of two at random
+        r = probe(client_tor.ns, "http", lab_up.check_url, "--socks", client_tor.socks,
+                  "--socks-user", f"run{i}")
+        answer = r.get("json")
+        assert isinstance(answer, dict) and answer["IsTor"] is True, r
+        seen[answer["IP"]] = seen.get(answer["IP"], 0) + 1
+        if set(seen) == want:
+            break
+    assert set(seen) == want, f"only {seen} seen in {sum(seen.values())} isolated requests"
+
+
 def test_onion_service_answers(lab: LabInfo, client_tor: client.ClientTor) -> None:
     r = probe(client_tor.ns, "http", lab.onion_url, "--socks", client_tor.socks, timeout=90)
     assert r.get("status") == 200, r
@@ -170,6 +248,8 @@ def test_down_after_a_crashed_up_leaves_nothing(lab_possible: None) -> None:
         proc.wait()
         pids = {p.pid for p in processes.find(spec)}
         assert len(pids) >= 3  # the web and DNS servers and at least the authorities
+        assert set(spec.namespaces) <= network.existing_namespaces()  # containers included
+        assert len(spec.container_ns) == 2
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

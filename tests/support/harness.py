@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from netspectre.lab import LabInfo, client_config
-from netspectre.lab.network import GUEST_LINK, UPLINK
+from netspectre.lab.network import CT_BRIDGE, GUEST_LINK, UPLINK
 from tests.support.netns import ICMP, ICMPV6, SYN, TCP, Agent, Capture, Netns, Packet
 from tests.support.topology import Run, netspectre_argv, netspectre_env, run_netspectre, show
 
@@ -258,13 +258,16 @@ class Bench:
             return  # netspectre is active with ipv6 = "disable"
         out = self.client.run(["ip", "-6", "addr", "show"]).stdout
         route = self.client.run(["ip", "-6", "route", "show", "default"]).stdout
-        if str(lay.client6) in out and str(lay.guest_gw6) in out and str(lay.gateway6) in route:
+        ours = [lay.client6, lay.guest_gw6] + ([lay.ct_gw6] if lay.containers else [])
+        if all(str(a) in out for a in ours) and str(lay.gateway6) in route:
             return
         batch = [
             f"addr replace {lay.client6}/{lay.uplink6.prefixlen} dev {UPLINK} nodad",
             f"addr replace {lay.guest_gw6}/{lay.guestnet6.prefixlen} dev {GUEST_LINK} nodad",
             f"route replace default via {lay.gateway6}",
         ]
+        if lay.containers:
+            batch.append(f"addr replace {lay.ct_gw6}/{lay.ctnet6.prefixlen} dev {CT_BRIDGE} nodad")
         self.client.run(["ip", "-6", "-batch", "-"], input="\n".join(batch) + "\n")
 
     def host_firewall(self, on: bool) -> None:

@@ -208,7 +208,7 @@ def test_bash_syntax(bash_script: Path) -> None:
     (["netspectre", "--config", "/etc/x.toml", "--json", "re"], {"restart"}),
     (["netspectre", "--j"], {"--json"}),
     (["netspectre", "--config", "/et"], {"/etc"}),
-    (["netspectre", "start", "--n"], {"--no-wait"}),
+    (["netspectre", "start", "--n"], {"--no-firewall", "--no-wait"}),
     (["netspectre", "_man", ""], set()),
 ])
 def test_bash_completes(bash_script: Path, words: list[str], expected: set[str]) -> None:

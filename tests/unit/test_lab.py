@@ -21,7 +21,9 @@ def test_default_layout_uses_only_documentation_addresses() -> None:
     lay = layout(LabSpec())
     addrs = [lay.web4, lay.web6, lay.dns4, lay.dns6, lay.gateway4, lay.gateway6, lay.resolver4,
              lay.resolver6, lay.client4, lay.client6, lay.guest_gw4, lay.guest_gw6, lay.guest4,
-             lay.guest6] + [a for r in lay.relays for a in (r.v4, r.v6)]
+             lay.guest6, lay.bridge.v4, lay.bridge.v6, lay.ct_gw4, lay.ct_gw6]
+    addrs += [a for r in lay.relays for a in (r.v4, r.v6)]
+    addrs += [a for c in lay.containers for a in (c.v4, c.v6)]
     assert len(set(addrs)) == len(addrs)
     for a in addrs:
         assert any(a in n for n in TEST_NETS), a
@@ -44,6 +46,8 @@ def test_ranges_that_overlap_a_host_route_are_refused() -> None:
     ({"internet6": "2001:db8::/64", "lan6": "2001:db8::/56"}, "overlap"),
     ({"prefix": "Bad Prefix"}, "prefix"),
     ({"exits": 0}, "between 1 and 9"),
+    ({"containers": 10}, "between 0 and 9"),
+    ({"lan6": "2001:db8:4c41:100::/63"}, "too small"),  # uplink, guest, containers: 3 /64s
     ({"lan4": "2001:db8::/48"}, "IPv4"),
     ({"colour": "blue"}, "unknown key"),
 ])
@@ -55,7 +59,9 @@ def test_bad_lab_settings_are_refused(table: dict[str, object], message: str) ->
 def test_lab_settings_parse() -> None:
     spec = from_mapping({"prefix": "mylab-", "internet4": "198.18.0.0/24", "middles": 2})
     assert validate(spec).inet_ns == "mylab-inet"
-    assert len(layout(spec).relays) == 6
+    assert len(layout(spec).relays) == 7  # 3 authorities, 2 middles, 2 exits (the default)
+    assert from_mapping({"containers": 0}).namespaces == ("nslab-inet", "nslab-client",
+                                                          "nslab-guest")
 
 
 def _auths() -> list[torrc.Authority]:
@@ -151,3 +157,80 @@ def test_judge_verify() -> None:
                                     "detail": "leak: the packet left"}]}
     assert checks.judge_verify(bad, 1) == (False, "UDP: leak: the packet left")
     assert checks.judge_verify({}, 7)[0] is False
+
+
+def test_default_lab_has_two_exits_a_bridge_and_two_containers() -> None:
+    spec = LabSpec()
+    lay = layout(spec)
+    assert [r.nick for r in lay.exits] == ["exit1", "exit2"]
+    assert lay.bridge.role is Role.BRIDGE and lay.bridge not in lay.relays
+    assert [c.ns for c in lay.containers] == ["nslab-ct1", "nslab-ct2"]
+    assert spec.namespaces[-2:] == ("nslab-ct1", "nslab-ct2")
+    # the containers' subnet: the top quarter of lan4, its own /64 of lan6, disjoint from
+    # the uplink and the guest link
+    assert str(lay.ctnet4) == "198.51.100.192/26" and str(lay.ct_gw4) == "198.51.100.193"
+    assert [str(c.v4) for c in lay.containers] == ["198.51.100.194", "198.51.100.195"]
+    assert str(lay.ctnet6) == "2001:db8:4c41:102::/64"
+    for net in (lay.uplink4, lay.guestnet4):
+        assert not net.overlaps(lay.ctnet4)
+    for net6 in (lay.uplink6, lay.guestnet6):
+        assert not net6.overlaps(lay.ctnet6)
+    assert all(c.v4 in lay.ctnet4 and c.v6 in lay.ctnet6 for c in lay.containers)
+    assert str(lay.guest4) == "198.51.100.130"  # unchanged by the containers' subnet
+
+
+def test_bridge_torrc_serves_obfs4_unpublished(tmp_path: object) -> None:
+    from pathlib import Path
+
+    lay = layout(LabSpec())
+    text = torrc.relay(lay.bridge, data=Path("/x/bridge"), authorities=_auths(),
+                       resolv_conf=Path("/x/resolv.conf"), bandwidths=Path("/x/bw"), offset=3,
+                       empty=Path("/x/empty"), obfs4proxy="/usr/bin/obfs4proxy").splitlines()
+    for line in ("BridgeRelay 1", "PublishServerDescriptor 0",
+                 "ServerTransportPlugin obfs4 exec /usr/bin/obfs4proxy",
+                 "ServerTransportListenAddr obfs4 203.0.113.40:9443", "ExitPolicy reject *:*"):
+        assert line in text
+    assert "DirCache 0" not in text  # the client fetches the consensus from the bridge
+
+
+CERT = "4+xhNdOCN9HqBrQMxLFZ584AjQgiMZz8OlERN9kR+1Kw7uAL7nS+QUJl2OzDpgpoQupWdQ"
+BRIDGELINE_TXT = f"""# obfs4 torrc client bridge line
+#
+# Before distributing this Bridge, edit the placeholder fields
+#  <IP ADDRESS>  - The public IP address of your obfs4 bridge.
+
+Bridge obfs4 <IP ADDRESS>:<PORT> <FINGERPRINT> cert={CERT} iat-mode=0
+"""
+
+
+def test_obfs4_bridge_line_is_accepted_by_netspectre() -> None:
+    from netspectre.tor import bridges
+
+    lay = layout(LabSpec())
+    line = torrc.obfs4_bridge_line(lay.bridge, "EE" * 20, BRIDGELINE_TXT)
+    assert line == f"obfs4 203.0.113.40:9443 {'EE' * 20} cert={CERT} iat-mode=0"
+    parsed = bridges.parse(0, line)
+    assert (parsed.transport, parsed.address, parsed.fingerprint) == (
+        "obfs4", "203.0.113.40:9443", "EE" * 20)
+    assert parsed.line() == line
+    cut = BRIDGELINE_TXT.rsplit(" iat", 1)[0]  # obfs4proxy writes in place: a partial read
+    for partial in ("", cut, BRIDGELINE_TXT.replace("iat-mode=0", "iat-mode=")):
+        with pytest.raises(ValueError):
+            torrc.obfs4_bridge_line(lay.bridge, "EE" * 20, partial)
+
+
+def test_client_config_with_the_bridge() -> None:
+    from netspectre import config
+    from netspectre.errors import StateError
+    from netspectre.lab.info import LabInfo, client_config
+
+    spec = LabSpec()
+    line = torrc.obfs4_bridge_line(layout(spec).bridge, "EE" * 20, BRIDGELINE_TXT)
+    info = LabInfo(spec=spec, layout=layout(spec), authorities=tuple(_auths()),
+                   fingerprints={}, onion="x.onion", bridge_line=line)
+    cfg = config.parse(client_config(info, bridge=True))
+    assert list(cfg.tor.bridges) == [line]
+    assert not config.parse(client_config(info)).tor.bridges
+    with pytest.raises(StateError, match="no obfs4 bridge"):
+        client_config(LabInfo(spec=spec, layout=layout(spec), authorities=tuple(_auths()),
+                              fingerprints={}, onion="x.onion"), bridge=True)

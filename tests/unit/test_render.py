@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -40,14 +41,36 @@ lan = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.0/24", "100.6
     "torify": '[firewall]\nipv6 = "torify"\nlan = ["198.51.100.0/24", "2001:db8:1::/48"]\n',
     "raw_guard_gateway": '[gateway]\ninterfaces = ["wlan0", "docker0"]\n'
                          '[firewall]\nipv6 = "torify"\n',
+    # Issue 10: two users and a group go direct (IPv6 on: their IPv6 goes direct too); with the
+    # guard, their marked packets pass its egress chains.
+    "bypass": '[firewall]\nipv6 = "block"\nbypass_users = ["alice", "backup"]\n'
+              'bypass_groups = ["netspectre-bypass"]\n',
+    "raw_guard_bypass": '[firewall]\nbypass_groups = ["netspectre-bypass"]\n',
+    # Both: a bypass user's IPv6 returns before the torify redirect (nat) and is accepted
+    # before the refusals (filter); the gateway's rules are in prerouting/input/forward.
+    "gateway_torify_bypass": '[gateway]\ninterfaces = ["docker0"]\n[firewall]\n'
+                             'ipv6 = "torify"\nbypass_users = ["alice"]\n'
+                             'bypass_groups = ["netspectre-bypass"]\n',
+    "raw_guard_gateway_bypass": '[gateway]\ninterfaces = ["wlan0"]\n[firewall]\n'
+                                'ipv6 = "torify"\nbypass_users = ["alice"]\n',
 }
 GUARD_FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor", devices=("eth0", "wlan0"),
                                guard_unsupported="")
 
 
+# What facts.gather resolves the bypass names to (the goldens need no such accounts here).
+BYPASS = {"bypass_users": (("alice", 1000), ("backup", 34)),
+          "bypass_groups": (("netspectre-bypass", 990),)}
+
+
 def build(case: str) -> policy.Policy:
     facts = GUARD_FACTS if case.startswith("raw_guard") else FACTS
-    return policy.build(config.parse(CONFIGS[case]), facts)
+    cfg = config.parse(CONFIGS[case])
+    wanted = {"bypass_users": cfg.firewall.bypass_users,
+              "bypass_groups": cfg.firewall.bypass_groups}
+    facts = dataclasses.replace(facts, **{  # type: ignore[arg-type]
+        k: tuple(e for e in v if e[0] in wanted[k]) for k, v in BYPASS.items()})
+    return policy.build(cfg, facts)
 
 
 def saved(name: str) -> tuple[str, str]:
@@ -93,6 +116,9 @@ IPTABLES_CASES = {
     "torify": ("torify", ""),
     # Restart from a gateway config to the default: NETSPECTRE-PRE and its jump go away.
     "gateway_removed": ("default", "gateway-legacy"),
+    "bypass": ("bypass", ""),
+    # Both features: bypass RETURNs right after Tor's own rule in nat (v4 and the torify v6).
+    "gateway_torify_bypass": ("gateway_torify_bypass", ""),
 }
 
 

@@ -6,9 +6,9 @@ bit on every packet our rules let out, and `table netdev netspectre` has one egr
 interface (the last hook before the driver, which AF_PACKET frames also pass, with or without
 PACKET_QDISC_BYPASS) that drops whatever does not carry the bit. Since kernel 5.17 a process
 with CAP_NET_RAW may set SO_MARK itself, so the bit alone is not enough: a marked packet must
-also belong to Tor's socket owner, or go to the LAN (allow_lan). ARP, the DHCPv4 client's
-broadcast and (with IPv6 on) neighbour/router solicitation pass unmarked: the LAN needs them
-and they are sent without IP rules.
+also belong to Tor's socket owner (or a bypass account's, issue 10), or go to the LAN
+(allow_lan). ARP, the DHCPv4 client's broadcast and (with IPv6 on) neighbour/router
+solicitation pass unmarked: the LAN needs them and they are sent without IP rules.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 from typing import TYPE_CHECKING
 
 from netspectre.backends import gateway
+from netspectre.backends.owners import bypass
 
 if TYPE_CHECKING:
     from netspectre.policy import Policy
@@ -60,6 +61,8 @@ def _rules(p: Policy, lan: list[str], device: str = "") -> list[str]:
              *(gateway.guard_rules(p, marked) if device in p.gateway else ()),
              # Tor is the one owner whose packets may reach the Internet (IPv4 only).
              f"{marked} meta protocol ip meta skuid {p.tor_uid} accept"]
+    # The bypass accounts' packets were let out by the inet table (so marked): they pass too.
+    rules += [f"{marked} {r}" for r in bypass(p, "accept")]
     if not p.block_incoming:
         # Replies to inbound connections come from any socket: with incoming = "allow" the
         # bit alone lets them out (a forged SO_MARK is then not refused; README known limits).

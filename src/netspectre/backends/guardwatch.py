@@ -59,6 +59,8 @@ def read_policy(paths: Paths) -> Policy:
     for key in ("lan4", "lan6", "guard_devices", "gateway"):
         if key in data:
             data[key] = tuple(data[key])
+    for key in ("bypass_users", "bypass_groups"):  # (name, id) pairs; absent in older files
+        data[key] = tuple((str(n), int(i)) for n, i in data.get(key, ()))
     return Policy(**data)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from netspectre.backends import iptables_gateway as gw
 from netspectre.backends.iptables_rules import Chain
+from netspectre.backends.iptables_rules import bypass as _bypass
 from netspectre.backends.iptables_rules import quote as _quote
 from netspectre.backends.iptables_rules import refuse as _refuse
 from netspectre.backends.iptables_rules import rule as _rule
@@ -91,6 +92,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
     admin = "REJECT --reject-with icmp-admin-prohibited"
     nat = [
         _rule(uid, "RETURN"),
+        *_bypass(p),
         _rule("-p udp -m udp --dport 53", f"REDIRECT --to-ports {p.dns_port}", "dns_redirected"),
         _rule(f"-d {p.virtual_network} -p tcp", trans, "tcp_torified"),
         _rule("-m addrtype --dst-type LOCAL", "RETURN"),
@@ -105,6 +107,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         _rule("-d 127.0.0.0/8", "RETURN"),
         *gw.output_rules(p, 4, _rule),
         _rule(uid, "RETURN"),
+        *_bypass(p),
         *_replies(p),
         *_refuse(f"-d {p.virtual_network}", admin, "blocked_other"),
         *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
@@ -170,16 +173,16 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
         *gw.output_rules(p, 6, _rule),
+        *_bypass(p),
         *_replies(p),
         *(_refuse(f"-d {p.virtual_network6}", admin, "blocked_other") if p.torify_ipv6 else ()),
         *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         *_refuse("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
     nd = [_rule(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t}", "RETURN") for _, t in ND_TYPES]
-    lan6 = p.allow_lan and bool(p.lan6)
-    if lan6:
-        # No DHCP rule here: DHCPv4 ports mean nothing on IPv6.
-        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6] + nd
+    if p.allow_lan:  # no DHCP rule here: DHCPv4 ports mean nothing on IPv6
+        out += [_rule(f"-d {n}", "RETURN") for n in p.lan6]
+    out += nd if p.neighbour_discovery else []
     out += _refuse("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6")
     out += _refuse("", admin, "blocked_ipv6")
     chains = [
@@ -192,7 +195,7 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
             *_gateway_in(p, 6),
             _rule("-m conntrack --ctstate INVALID", "DROP"),
             _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
-            *(nd if lan6 else ()),
+            *(nd if p.neighbour_discovery else ()),
             _rule("", "DROP", "blocked_incoming"),
         )
         chains.append(Chain("filter", IN, "INPUT", incoming))

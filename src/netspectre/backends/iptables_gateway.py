@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from netspectre.backends.gateway import DHCP_SERVER
+from netspectre.backends.iptables_rules import bypass
 from netspectre.backends.names import ND_TYPES
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def nat6(p: Policy, rule: Rule) -> list[str]:
     trans = f"REDIRECT --to-ports {p.trans_port}"
     return [
         rule(f"-m owner --uid-owner {p.tor_uid}", "RETURN"),
+        *bypass(p),  # a deliberate hole (issue 10): their IPv6 is not redirected either
         rule("-p udp -m udp --dport 53", f"REDIRECT --to-ports {p.dns_port}", "dns_redirected"),
         rule(f"-d {p.virtual_network6} -p tcp", trans, "tcp_torified"),
         rule("-m addrtype --dst-type LOCAL", "RETURN"),

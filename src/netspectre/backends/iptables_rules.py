@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netspectre.backends.names import (
     COUNTERS,
@@ -16,6 +17,9 @@ from netspectre.backends.names import (
     MARKER,
     TCP_FLAGS,
 )
+
+if TYPE_CHECKING:
+    from netspectre.policy import Policy
 
 # Characters iptables-save prints without quotes (xtables_save_string); we quote the same way
 # so rendered rules read exactly like the saved ones.
@@ -59,3 +63,11 @@ def tcp_flags(mask: tuple[str, ...], comp: tuple[str, ...]) -> str:
         return ",".join(f.upper() for f in TCP_FLAGS if f in flags) or "NONE"
 
     return f"-p tcp -m tcp --tcp-flags {names(mask)} {names(comp)}"
+
+
+def bypass(p: Policy) -> list[str]:
+    """The bypass accounts (issue 10): by owner uid, and by the socket's gid (fsgid = egid;
+    no --suppl-groups, as nft's skgid). Right after Tor's own rule in the nat and filter
+    OUTPUT chains of both families (so before the torify IPv6 redirect too)."""
+    return [*(rule(f"-m owner --uid-owner {u}", "RETURN") for u in p.bypass_uids),
+            *(rule(f"-m owner --gid-owner {g}", "RETURN") for g in p.bypass_gids)]

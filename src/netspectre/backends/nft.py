@@ -26,6 +26,7 @@ from netspectre.backends.names import (
     NFT_OUTPUT,
     TABLE,
 )
+from netspectre.backends.owners import bypass
 from netspectre.backends.script import Script
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def _nat(p: Policy, lan: list[str]) -> list[str]:
     six = p.torify_ipv6 and p.virtual_network6 is not None
     rules = [
         f"meta skuid {p.tor_uid} return",
+        *bypass(p, "return"),  # a deliberate hole: not redirected, DNS included (IPv6 too)
         *(() if six else ("meta nfproto != ipv4 return",)),
         f"udp dport 53 counter name dns_redirected redirect to :{p.dns_port}",
         f"ip daddr {p.virtual_network} meta l4proto tcp counter name tcp_torified "
@@ -137,6 +139,8 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
         # Marking Tor's flows in conntrack would let them out, but trusts a mark bit that any
         # other software's --save-mark may set too.
         f"meta skuid {p.tor_uid} meta nfproto ipv4 accept",
+        # The bypass accounts go direct, IPv6 too (with ipv6 = "disable" there is none).
+        *bypass(p, "accept"),
         *(() if p.block_incoming else ("ct direction reply accept",)),
         *_refuse(f"ip daddr {p.virtual_network}", "blocked_other", admin),
         *(_refuse(f"ip6 daddr {p.virtual_network6}", "blocked_other", admin)
@@ -146,8 +150,8 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
     if p.allow_lan:
         rules += [*(f"{m} accept" for m in lan),
                   "ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept"]
-        if p.lan6:
-            rules.append(_nd())
+    if p.neighbour_discovery:
+        rules.append(_nd())
     rules += [
         # TCP gets a reset, IPv6 included: an ICMP error makes connect() wait ~1 s for a retry.
         *_refuse("meta nfproto ipv6 meta l4proto tcp", "blocked_ipv6", "reject with tcp reset"),
@@ -183,8 +187,8 @@ def _input(p: Policy) -> list[str]:
     ]
     if p.allow_lan:
         rules.append("meta nfproto ipv4 udp sport 67 udp dport 68 accept")
-        if p.lan6:
-            rules.append(_nd())
+    if p.neighbour_discovery:
+        rules.append(_nd())
     rules.append("counter name blocked_incoming drop")
     return _filter(NFT_INPUT, "input", rules)
 

@@ -1,4 +1,8 @@
-"""start / stop / restart: one converge from what is recorded to the plan, and its undo."""
+"""start / stop / restart: one converge from what is recorded to the plan, and its undo.
+
+`start --no-firewall` (issue 10) is toronly.py: no ruleset, no sysctl; a later full `start`
+converges from it to full protection, keeping that tor; `stop` then touches no firewall.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ def converge(ctx: Context, current: State | None, plan: Plan, firewall: Firewall
     # A restart that turns IPv6 off for the first time reads them now.
     fresh = current is None or (policy.disable_ipv6 and not current.sysctls)
     restarting = current is not None and current.phase is Phase.ACTIVE
+    tor_only = current is not None and not current.firewall  # no rule of ours in force yet
     record = State(
         phase=Phase.APPLYING,
         backend=firewall.backend,
@@ -87,11 +92,11 @@ def converge(ctx: Context, current: State | None, plan: Plan, firewall: Firewall
         # Nothing of the new ruleset is in force (each commit is atomic; iptables is tested
         # before the first). A fresh start is undone as if it never ran; otherwise the
         # previous rules still hold and the state keeps saying `applying` until stop.
-        if current is None:
-            _undo_fresh(ctx, record)
+        if current is None or tor_only:
+            _undo_fresh(ctx, record, keep=current)
         exc.hint = exc.hint or "nothing was changed; run with --debug to see the commands"
         raise
-    if current is not None and current.backend is not firewall.backend:
+    if current is not None and not tor_only and current.backend is not firewall.backend:
         backends.open(current.backend, ctx.runner).remove()
     # The guard's watcher: behind the guard already in force (it only adds interfaces).
     record = record.with_(guard_pid=guardwatch.converge(
@@ -100,64 +105,87 @@ def converge(ctx: Context, current: State | None, plan: Plan, firewall: Firewall
     tor, relaunched = managed.converge(ctx.config, p, record.tor, plan, facts)
     record = record.with_(tor=tor, phase=Phase.ACTIVE)
     state.save(p.state, record)
+    state.save_endpoints(p.endpoints, record)
     state.remove(p.lockdown)
     return record, relaunched
 
 
-def _undo_fresh(ctx: Context, record: State) -> None:
+def _undo_fresh(ctx: Context, record: State, *, keep: State | None = None) -> None:
+    """Put back what a failed first apply changed; `keep`: the Tor-only state it came from."""
     for key, value in sysctl.restore_order(record.sysctls):
         sysctl.write(key, value)
     ipv6.restore(record.ipv6_config)
     backends.remove_everywhere(record.backend, ctx.runner)
-    state.remove(ctx.paths.state)
+    if keep is not None:
+        state.save(ctx.paths.state, keep)
+    else:
+        state.remove(ctx.paths.state)
 
 
 def start(ctx: Context, *, wait: bool = True, on_event: OnEvent | None = None,
-          boot: bool = False) -> StartReport:
-    """Apply the firewall (fail closed), then Tor; record intent before every effect."""
+          boot: bool = False, firewall: bool = True) -> StartReport:
+    """Apply the firewall (fail closed), then Tor; record intent before every effect.
+    firewall=False (`--no-firewall`): Tor only. A full start over a Tor-only one converges
+    to full protection (keeping its tor); the reverse is refused: `stop` lifts protection."""
     require_root("start")
     config, p = ctx.config, ctx.paths
-    firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
-    facts, plan = plan_for(ctx, firewall.backend)
+    if not firewall:
+        from netspectre.commands import toronly
+
+        return toronly.start(ctx, wait=wait, on_event=on_event)
+    fw, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
+    facts, plan = plan_for(ctx, fw.backend)
     refuse_without_guard(ctx, plan)
     if not (boot and config.tor.mode is TorMode.SYSTEM):  # at boot the system tor comes later
         managed.preflight(config, p, plan)
     state.ensure_dir(p.run)
     with state.locked(p.lock):
         previous = state.load_current(p.state)
-        if previous is not None and previous.phase is Phase.ACTIVE:
+        if previous is not None and previous.phase is Phase.ACTIVE and previous.firewall:
             raise StateError(
                 f"netspectre is already active (since {ago(previous.since, time.time())})",
                 "use `netspectre restart` to apply a changed config, or `stop` first",
             )
-        record, _ = converge(ctx, previous, plan, firewall, facts)
+        record, _ = converge(ctx, previous, plan, fw, facts)
     if wait and on_event is not None:
         bootstrap.wait(plan.endpoints, p, on_event, timeout=config.tor.bootstrap_timeout)
-    return StartReport(backend=firewall.backend.value, backend_evidence=evidence,
+    return StartReport(backend=fw.backend.value, backend_evidence=evidence,
                        policy=plan.policy.summary(), ipv6_saved=record.sysctls)
 
 
 def restart(ctx: Context, *, wait: bool = True,
             on_event: OnEvent | None = None) -> RestartReport:
     """Bring what is in force to the config now: the ruleset in one transaction, Tor
-    relaunched behind it when its torrc changed. Protection never lapses."""
+    relaunched behind it when its torrc changed. Protection never lapses. A Tor-only start
+    stays Tor only."""
     require_root("restart")
     config, p = ctx.config, ctx.paths
-    firewall, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
-    facts, plan = plan_for(ctx, firewall.backend)
-    refuse_without_guard(ctx, plan)
     state.ensure_dir(p.run)
     with state.locked(p.lock, wait=True):
         current = state.load_current(p.state)
         if current is None or current.phase is not Phase.ACTIVE:
             raise StateError("netspectre is not active", "use `netspectre start`")
-        if current.plan_digest != plan.digest():  # a changed config: refuse before any change
-            managed.preflight(config, p, plan)
-        _, relaunched = converge(ctx, current, plan, firewall, facts)
+        if not current.firewall:
+            from netspectre.commands import toronly
+
+            facts, plan = toronly.plan(ctx)
+            if current.plan_digest != plan.digest(firewall=False):
+                managed.preflight(config, p, plan)
+            _, relaunched = toronly.converge(ctx, current, plan, current.backend, facts)
+            fw_name, evidence = "none", "--no-firewall: no ruleset"
+        else:
+            fw, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
+            facts, plan = plan_for(ctx, fw.backend)
+            refuse_without_guard(ctx, plan)
+            if current.plan_digest != plan.digest():  # a changed config: refuse before change
+                managed.preflight(config, p, plan)
+            _, relaunched = converge(ctx, current, plan, fw, facts)
+            fw_name = fw.backend.value
     if relaunched and wait and on_event is not None:
         bootstrap.wait(plan.endpoints, p, on_event, timeout=config.tor.bootstrap_timeout)
-    return RestartReport(backend=firewall.backend.value, backend_evidence=evidence,
-                         policy=plan.policy.summary(), tor_relaunched=relaunched)
+    return RestartReport(backend=fw_name, backend_evidence=evidence,
+                         policy=plan.policy.summary() if current.firewall else {},
+                         tor_relaunched=relaunched, firewall=current.firewall)
 
 
 def stop(ctx: Context, *, force: bool = False) -> StopReport:
@@ -191,7 +219,8 @@ def stop(ctx: Context, *, force: bool = False) -> StopReport:
         failures += [Error(f, "run `netspectre stop` again") for f in guardwatch.stop(
             p, current.guard_pid if current else None)]
         pinned = current.backend if current is not None else None
-        failures += backends.remove_everywhere(pinned, ctx.runner)
+        if current is None or current.firewall:  # a Tor-only start touched no firewall
+            failures += backends.remove_everywhere(pinned, ctx.runner)
         if current is not None and not failures:
             failures += backends.remove_created(current.created, ctx.runner)
         restored: dict[str, str] = {}
@@ -205,11 +234,12 @@ def stop(ctx: Context, *, force: bool = False) -> StopReport:
             failures += ipv6.restore(current.ipv6_config)
         if failures:
             raise CleanupFailed(failures)
+        state.remove(p.endpoints)
         state.remove(p.state)
         state.remove(p.lockdown)
         _forget_namespace_dirs(p)
     return StopReport(was_active=current is not None,
-                      backend=current.backend.value if current else None,
+                      backend=current.backend.value if current and current.firewall else None,
                       sysctls_restored=restored, notes=tuple(notes))
 
 
@@ -218,5 +248,6 @@ def _forget_namespace_dirs(p: Paths) -> None:
     the host's stay. Tor's DataDirectory (under paths.lib) is kept: it makes the next start warm.
     """
     if p.run.name.startswith("netns-"):
+        shutil.rmtree(p.public, ignore_errors=True)
         shutil.rmtree(p.daemon, ignore_errors=True)
         shutil.rmtree(p.run, ignore_errors=True)

@@ -39,21 +39,23 @@ def status(ctx: Context) -> Status | IdleStatus:
                           if _safe_present(f))
         return IdleStatus(leftover_rules=leftovers, lockdown=lockdown(p),
                           tor=running.status(endpoints(ctx, None), p, None))
-    firewall = backends.open(current.backend, ctx.runner)
-    in_force = firewall.present()
+    firewall = backends.open(current.backend, ctx.runner) if current.firewall else None
+    in_force = firewall is not None and firewall.present()
     return Status(
-        active=current.phase is Phase.ACTIVE and in_force,
+        # Tor only (--no-firewall): active means our tor runs; `torified` stays false.
+        active=current.phase is Phase.ACTIVE and (in_force or not current.firewall),
         phase=current.phase.value,
-        backend=current.backend.value,
+        backend=current.backend.value if current.firewall else "none",
         since=current.since,
         ruleset_in_force=in_force,
         policy=current.policy,
-        counters=firewall.counters() if in_force else {},
+        counters=firewall.counters() if firewall is not None and in_force else {},
         ipv6_disabled=sysctl.read([IPV6_ALL]).get(IPV6_ALL) == "1",
         tor=running.status(endpoints(ctx, current), p, current.tor),
         config_differs=config_differs(ctx, current),
-        guard=guard_status(ctx, current),
-        gateway=gatewayinfo.status(current.policy),
+        guard=guard_status(ctx, current) if current.firewall else {},
+        gateway=gatewayinfo.status(current.policy) if current.firewall else {},
+        firewall=current.firewall,
     )
 
 
@@ -65,7 +67,7 @@ def config_differs(ctx: Context, current: State) -> str:
         _, plan = plan_for(ctx)
     except Error as exc:
         return f"the config on disk cannot be used ({exc.message}); what is in force stays"
-    if plan.digest() == current.plan_digest:
+    if plan.digest(firewall=current.firewall) == current.plan_digest:
         return ""
     return "the config on disk differs from what is in force (" + ", ".join(
         _differences(plan, current)) + f"): run `{RESTART}` to apply it"
@@ -73,7 +75,7 @@ def config_differs(ctx: Context, current: State) -> str:
 
 def _differences(plan: Plan, current: State) -> list[str]:
     parts = []
-    if plan.policy.summary() != current.policy:
+    if current.firewall and plan.policy.summary() != current.policy:
         parts.append("firewall")
     record = current.tor
     if record is not None and asdict(plan.endpoints) != asdict(record.endpoints):
@@ -115,10 +117,13 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
                          "sudo netspectre start"))
     _, plan = plan_for(ctx)
     policy = plan.policy
-    if current is not None:
+    if current is not None and not current.firewall:
+        found += _tor_only_findings(ctx, current)
+    elif current is not None:
         differs = config_differs(ctx, current)
         if differs:
             found.append(Finding("config on disk is what is in force", False, differs, RESTART))
+        found += _bypass_findings(current, policy)
         firewall = backends.open(current.backend, ctx.runner)
         live, want = firewall.listing(), firewall.expected(policy)
         found.append(Finding(f"ruleset in force equals the policy ({current.backend.value})",
@@ -133,10 +138,10 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
     fix = f"sudo netspectre status; {RESTART}"
     found.append(Finding("trans port listening", tor.trans_port_listening, "", fix))
     found.append(Finding("dns port listening", tor.dns_port_listening, "", fix))
-    if current is not None:
+    if current is not None and current.firewall:
         found += _guard_findings(ctx, current, policy, probe=probe)
         found += gatewayinfo.findings(gatewayinfo.status(current.policy))
-    if probe and current is not None:
+    if probe and current is not None and current.firewall:
         v = config.verify
         battery = probes.battery(v.target4, v.target6, v.lan_dns,
                                  torify6=policy.torify_ipv6)
@@ -152,6 +157,35 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
                                  f"exit {seen.ip}, IsTor {seen.is_tor}",
                                  "netspectre myip"))
     return Checks(tuple(found))
+
+
+def _tor_only_findings(ctx: Context, current: State) -> list[Finding]:
+    """`start --no-firewall`: nothing protects the machine, and verify says so (a failure)."""
+    na = "not applicable: started with --no-firewall (no ruleset)"
+    differs = config_differs(ctx, current)
+    return [
+        Finding("this machine's own traffic torified", False,
+                "NO: started with --no-firewall; only `netspectre run` uses Tor",
+                "sudo netspectre start (without --no-firewall) to torify the machine"),
+        *([Finding("config on disk is what is in force", False, differs, RESTART)]
+          if differs else []),
+        Finding("ruleset in force equals the policy", None, na),
+        Finding("leak probes", None, na),
+    ]
+
+
+def _bypass_findings(current: State, policy: Policy) -> list[Finding]:
+    """The bypasses in force, listed (a hole in the kill switch by design), as configured."""
+    from netspectre.cli_text import bypasses
+
+    keys = ("bypass_users", "bypass_groups")
+    recorded = {k: current.policy.get(k) for k in keys if current.policy.get(k)}
+    wanted = {k: v for k, v in policy.summary().items() if k in keys}
+    if not recorded and not wanted:
+        return []
+    listed = bypasses(recorded).pop().split(": ", 1)[-1] if recorded else "none"
+    return [Finding("bypasses in force are the configured ones (direct, NOT torified)",
+                    recorded == wanted, listed, RESTART)]
 
 
 def guard_status(ctx: Context, current: State) -> dict[str, object]:

@@ -96,6 +96,9 @@ def watch(ctx: Context, *, interval: float = 1.0,
     if current is None or current.phase is not Phase.ACTIVE:
         raise Error("netspectre is not active: there is nothing to watch",
                     "start it first: sudo netspectre start")
+    if not current.firewall:
+        raise Error("netspectre runs Tor only (--no-firewall): no ruleset, nothing refused "
+                    "to watch", "sudo netspectre start (without --no-firewall)")
     firewall = backends.open(current.backend, ctx.runner)
     endpoints = current.tor.endpoints if current.tor else Endpoints.of(ctx.config)
     tor = TorPoll(endpoints, ctx.paths)

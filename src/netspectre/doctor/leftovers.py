@@ -48,6 +48,9 @@ def active(facts: StateFacts) -> Finding:
     if s is None or s.phase is not Phase.ACTIVE:
         return Finding(check, None, "not active: traffic goes out directly, not through Tor",
                        "sudo netspectre start")
+    if not s.firewall:
+        return Finding(check, False, "Tor only (started with --no-firewall): this machine's "
+                       "own traffic is NOT torified", "sudo netspectre start")
     if facts.rules is not None and s.backend not in facts.rules:
         return Finding(check, False,
                        f"the state says active (backend {s.backend}) but its rules are not in "

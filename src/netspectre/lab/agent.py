@@ -42,7 +42,9 @@ def http(p: Probe) -> dict[str, Any]:
     host, port, path = parts.hostname or "", parts.port or 80, parts.path or "/"
     timeout = float(p.get("timeout", 10.0))
     start = time.monotonic()
-    if p.get("socks"):
+    if p.get("socks_user"):
+        sock = _socks_as(parse_listen(p["socks"]), p["socks_user"], host, port, timeout)
+    elif p.get("socks"):
         sock = socks.connect(parse_listen(p["socks"]), host, port, timeout=timeout)
     else:
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -79,6 +81,35 @@ def http(p: Probe) -> dict[str, Any]:
         except ValueError:
             result["body"] = text
     return result
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        if not (chunk := sock.recv(n - len(data))):
+            raise ConnectionError("the SOCKS5 proxy closed the connection")
+        data += chunk
+    return data
+
+
+def _socks_as(proxy: tuple[str, int], user: str, host: str, port: int,
+              timeout: float) -> socket.socket:
+    """SOCKS5 CONNECT with username/password (RFC 1929): Tor isolates circuits by them."""
+    sock = socket.create_connection(proxy, timeout=timeout)
+    try:
+        sock.sendall(b"\x05\x01\x02")
+        if _recv_exactly(sock, 2) != b"\x05\x02":
+            raise ConnectionError("the SOCKS5 proxy refused username/password")
+        name = user.encode()
+        sock.sendall(b"\x01" + bytes([len(name)]) + name + b"\x01x")
+        if _recv_exactly(sock, 2)[1] != 0:
+            raise ConnectionError("the SOCKS5 proxy rejected the credentials")
+        sock.sendall(socks.connect_request(host, port))
+        _recv_exactly(sock, socks.reply_rest(_recv_exactly(sock, 5)))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def tcp(p: Probe) -> dict[str, Any]:
@@ -194,6 +225,7 @@ def _single(argv: Sequence[str]) -> int:
     h = sub.add_parser("http")
     h.add_argument("url")
     h.add_argument("--socks", help="HOST:PORT of a SOCKS5 proxy (name resolved by the proxy)")
+    h.add_argument("--socks-user", help="SOCKS5 username (Tor: its own circuits)")
     h.add_argument("--timeout", type=float, default=30.0)
     d = sub.add_parser("dns")
     d.add_argument("server", help="the server's address")

@@ -5,21 +5,31 @@ it waits (by polling) until every authority has every descriptor and the consens
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from netspectre import system
 from netspectre.errors import TorError
 from netspectre.lab import consensus, control, keys, network, processes, torrc
 from netspectre.lab import info as lab_info
 from netspectre.lab.info import LabInfo
-from netspectre.lab.spec import DNS_PORT, ECHO_NAME, WEB_PORT, LabSpec, Layout, Role
+from netspectre.lab.spec import DNS_PORT, ECHO_NAME, WEB_PORT, LabSpec, Layout, Relay, Role
+from netspectre.tor.bridges import PLUGINS
 
 CONSENSUS_TIMEOUT = 90.0
 ONION_TIMEOUT = 90.0
 ONION = "onion"  # the onion service tor's directory
 UPLOADS = "uploads.json"  # written by lab/watch.py
+BRIDGELINE = Path("pt_state") / "obfs4_bridgeline.txt"  # written by obfs4proxy (lyrebird)
+
+
+def obfs4_plugin() -> str | None:
+    """The obfs4 plugin the lab's bridge serves with (the client side uses netspectre's own
+    choice); None: no bridge in this lab."""
+    return next((p for p in map(system.which, PLUGINS["obfs4"]) if p), None)
 
 
 def build(
@@ -34,6 +44,9 @@ def build(
     resolv = d / "resolv.conf"
     resolv.write_text(f"nameserver {lay.dns4}\n")
     onion = d / ONION
+    plugin = obfs4_plugin()
+    bridges = (lay.bridge,) if plugin else ()
+    tors = (*lay.relays, *bridges)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         # Key generation (mostly tor-gencert's RSA-3072) overlaps building the network.
@@ -43,7 +56,7 @@ def build(
         ]
         relay_jobs = {
             r.nick: pool.submit(keys.relay_fingerprint, d / r.nick, defaults=defaults)
-            for r in lay.relays
+            for r in tors
             if r.role is not Role.AUTHORITY
         }
         network.create(spec, lay)
@@ -59,7 +72,7 @@ def build(
         bandwidths.write_text(torrc.bandwidths(fingerprints.values(), now=time.time()))
         offset = consensus.initial_offset(time.time())
         torrcs: list[Path] = []
-        for r in lay.relays:
+        for r in tors:
             torrcs.append(d / r.nick / "torrc")
             torrcs[-1].write_text(
                 torrc.relay(
@@ -70,6 +83,7 @@ def build(
                     bandwidths=bandwidths,
                     offset=offset,
                     empty=defaults,
+                    obfs4proxy=plugin or "",
                 )
             )
         onion.mkdir(mode=0o700)
@@ -114,7 +128,25 @@ def build(
     step(f"consensus lists all {len(lay.relays)} relays", "consensus")
     with control.connect(onion / "control") as ctl:
         ctl.command("SETCONF DisableNetwork=0")  # now it may publish its descriptor
+    if plugin:
+        # Read after the consensus: obfs4proxy has long written it, nothing waits for it.
+        info = dataclasses.replace(info, bridge_line=_bridge_line(d, lay.bridge, fingerprints))
+        step(f"obfs4 bridge at {lay.bridge.v4}", "bridge")
     return info
+
+
+def _bridge_line(d: Path, bridge: Relay, fingerprints: dict[str, str]) -> str:
+    """Polled until whole: obfs4proxy writes the file in place, not by rename."""
+    path = d / bridge.nick / BRIDGELINE
+    deadline = time.monotonic() + CONSENSUS_TIMEOUT
+    while True:
+        try:
+            return torrc.obfs4_bridge_line(bridge, fingerprints[bridge.nick], path.read_text())
+        except (OSError, ValueError) as exc:
+            if time.monotonic() > deadline:
+                raise TorError(f"no usable obfs4 bridge line in {path}: {exc}",
+                               f"see {path.parent.parent / 'notice.log'}") from None
+        time.sleep(0.05)
 
 
 def _read_when_there(path: Path, *, timeout: float) -> str:

@@ -30,6 +30,9 @@ def up_summary(info: LabInfo) -> dict[str, Any]:
         "web": {"v4": str(lay.web4), "v6": str(lay.web6), "check_url": info.check_url},
         "lan_resolver": str(lay.resolver4),
         "onion": info.onion,
+        "bridge_line": info.bridge_line,
+        "containers": {c.ns: {"v4": str(c.v4), "v6": str(c.v6)} for c in lay.containers},
+        "container_bridge": {"v4": str(lay.ct_gw4), "v6": str(lay.ct_gw6)},
         "client_config": str(info.client_config_path),
         "timings": info.timings,
     }
@@ -43,6 +46,9 @@ def _up_text(data: dict[str, Any]) -> str:
         f"  relays: {relays}",
         f"  web server: {data['web']['check_url']} (also [{data['web']['v6']}])",
         f"  onion service: http://{data['onion']}/",
+        "  obfs4 bridge: " + (data["bridge_line"] or "none (no obfs4proxy/lyrebird installed)"),
+        f"  containers behind the client's bridge ({data['container_bridge']['v4']}): "
+        + (", ".join(f"{n} {a['v4']}" for n, a in data["containers"].items()) or "none"),
         f"  LAN resolver: {data['lan_resolver']}",
         f"  client namespace: {ns['client']} (guest: {ns['guest']})",
         f"  netspectre config for the client: {data['client_config']}",
@@ -85,9 +91,9 @@ def _intro_text(data: dict[str, Any]) -> str:
     r = data["relays"]
     hosts = [
         (ns["internet"], f"\"the internet\": a private Tor network ({r['authorities']} "
-         f"directory authorities, {r['middles']} middle, {r['exits']} exit relay, an onion "
-         "service), a web server that reports the address it sees (like "
-         "check.torproject.org) and DNS servers"),
+         f"directory authorities, {r['middles']} middle, {r['exits']} exit "
+         f"relay{'s' if r['exits'] != 1 else ''}, an onion service), a web server that "
+         "reports the address it sees (like check.torproject.org) and DNS servers"),
         (ns["client"], "\"your computer\": netspectre runs here, with its own tor"),
         (ns["guest"], "a container or VM whose traffic is routed through the client"),
     ]

@@ -16,7 +16,7 @@ from netspectre.lab import torrc
 from netspectre.lab.spec import LabSpec, Layout, layout
 from netspectre.lab.torrc import Authority
 
-VERSION = 1
+VERSION = 2  # 2: exits 2 by default, containers, the obfs4 bridge
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class LabInfo:
     fingerprints: dict[str, str]  # nickname -> RSA fingerprint, every relay
     onion: str  # "<56 chars>.onion"
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds since up began
+    # "obfs4 IP:PORT FINGERPRINT cert=… iat-mode=0" for `[tor] bridges`; "" when no obfs4
+    # plugin is installed (the lab then runs no bridge)
+    bridge_line: str = ""
 
     @property
     def dir(self) -> Path:
@@ -65,10 +68,15 @@ def _toml_str(s: str) -> str:
 
 
 def client_config(info: LabInfo, *, backend: str | None = None,
-                  bootstrap_timeout: int | None = None) -> str:
+                  bootstrap_timeout: int | None = None, bridge: bool = False) -> str:
     """netspectre's TOML configuration for the lab's client namespace; backend and
-    bootstrap_timeout (the demo's) go into their own tables, never appended to the text."""
+    bootstrap_timeout (the demo's) go into their own tables, never appended to the text.
+    bridge: reach the network only through the lab's obfs4 bridge (`[tor] bridges`)."""
     lay = info.layout
+    if bridge and not info.bridge_line:
+        raise StateError("this lab has no obfs4 bridge", "apt install obfs4proxy, then "
+                         "`netspectre lab down` and `lab up`")
+    bridges = f"bridges = [{_toml_str(info.bridge_line)}]\n" if bridge else ""
     extra = ",\n".join(f"  {_toml_str(line)}" for line in client_torrc_lines(info))
     lan = ", ".join(_toml_str(str(n)) for n in lay.lan)
     timeout = "" if bootstrap_timeout is None else f"bootstrap_timeout = {bootstrap_timeout}\n"
@@ -78,6 +86,7 @@ def client_config(info: LabInfo, *, backend: str | None = None,
         "[tor]\n"
         f"{timeout}"
         'mode = "managed"\n'
+        f"{bridges}"
         f"torrc_extra = [\n{extra},\n]\n"
         "\n[check]\n"
         f"url = {_toml_str(info.check_url)}\n"
@@ -102,6 +111,7 @@ def _spec_dict(spec: LabSpec) -> dict[str, Any]:
         "lan6": str(spec.lan6),
         "middles": spec.middles,
         "exits": spec.exits,
+        "containers": spec.containers,
         "run_root": str(spec.run_root),
     }
 
@@ -117,6 +127,7 @@ def to_json(info: LabInfo) -> str:
             ],
             "fingerprints": info.fingerprints,
             "onion": info.onion,
+            "bridge_line": info.bridge_line,
             "timings": info.timings,
         },
         indent=2,
@@ -148,6 +159,7 @@ def from_json(text: str, spec: LabSpec) -> LabInfo:
         fingerprints=dict(data["fingerprints"]),
         onion=data["onion"],
         timings=dict(data["timings"]),
+        bridge_line=str(data.get("bridge_line", "")),
     )
 
 

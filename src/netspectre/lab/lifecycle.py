@@ -194,6 +194,8 @@ def status(spec: LabSpec) -> dict[str, Any]:
         listed = consensus.relays(spec)
         running = {p.name for p in procs}
         expected = want | {ONION, "web", "dns"}
+        if info.bridge_line:
+            expected.add(lay.bridge.nick)
         result |= {
             "onion": info.onion,
             "check_url": info.check_url,

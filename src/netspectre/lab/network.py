@@ -24,6 +24,13 @@ UPLINK = "uplink"  # client side of the client <-> internet veth
 GATEWAY = "client0"  # internet side of it
 GUEST_LINK = "guest0"  # client side of the client <-> guest veth
 GUEST_ETH = "eth0"  # guest side of it
+CT_BRIDGE = "nsbr0"  # the client's docker0: a Linux bridge with the containers' veths
+CT_ETH = "eth0"  # a container's side of its veth
+
+
+def ct_port(index: int) -> str:
+    """The client's side of container `index`'s veth (1-based), a port of CT_BRIDGE."""
+    return f"vethct{index}"
 
 
 def ns_argv(ns: str, argv: Sequence[str]) -> list[str]:
@@ -78,8 +85,8 @@ def create(spec: LabSpec, lay: Layout) -> None:
         system.run(["ip", "netns", "add", ns])
     up4, up6 = lay.uplink4.prefixlen, lay.uplink6.prefixlen
     g4, g6 = lay.guestnet4.prefixlen, lay.guestnet6.prefixlen
-    hosts: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [lay.web4, lay.web6, lay.dns4,
-                                                                   lay.dns6]
+    hosts: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+        lay.web4, lay.web6, lay.dns4, lay.dns6, lay.bridge.v4, lay.bridge.v6]
     for r in lay.relays:
         hosts += [r.v4, r.v6]
     _batch(client, [
@@ -103,6 +110,8 @@ def create(spec: LabSpec, lay: Layout) -> None:
         f"link set {GATEWAY} up",
         f"route add {lay.guestnet4} via {lay.client4}",
         f"route add {lay.guestnet6} via {lay.client6}",
+        f"route add {lay.ctnet4} via {lay.client4}",
+        f"route add {lay.ctnet6} via {lay.client6}",
     ])
     _batch(guest, [
         "link set lo up",
@@ -116,6 +125,7 @@ def create(spec: LabSpec, lay: Layout) -> None:
         f"route add default via {lay.gateway4}",
         f"route add default via {lay.gateway6}",
     ])
+    _containers(spec, lay)
     # The guest is routed through the client: forwarding on in the client's namespace only.
     system.run(ns_argv(client, [
         "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1",
@@ -123,14 +133,43 @@ def create(spec: LabSpec, lay: Layout) -> None:
     write_etc_netns(spec, lay)
 
 
+def _containers(spec: LabSpec, lay: Layout) -> None:
+    """The client's docker0: a bridge holding its address in the containers' subnet, one veth
+    port per container namespace; the containers route everything via that address."""
+    if not lay.containers:
+        return
+    c4, c6 = lay.ctnet4.prefixlen, lay.ctnet6.prefixlen
+    lines = [
+        f"link add {CT_BRIDGE} type bridge",
+        f"addr add {lay.ct_gw4}/{c4} dev {CT_BRIDGE}",
+        f"addr add {lay.ct_gw6}/{c6} dev {CT_BRIDGE} nodad",
+        f"link set {CT_BRIDGE} up",
+    ]
+    for i, ct in enumerate(lay.containers, start=1):
+        lines += [
+            f"link add {ct_port(i)} type veth peer name {CT_ETH} netns {ct.ns}",
+            f"link set {ct_port(i)} master {CT_BRIDGE}",
+            f"link set {ct_port(i)} up",
+        ]
+    _batch(spec.client_ns, lines)
+    for ct in lay.containers:
+        _batch(ct.ns, [
+            "link set lo up",
+            f"addr add {ct.v4}/{c4} dev {CT_ETH}",
+            f"addr add {ct.v6}/{c6} dev {CT_ETH} nodad",
+            f"link set {CT_ETH} up",
+            f"route add default via {lay.ct_gw4}",
+            f"route add default via {lay.ct_gw6}",
+        ])
+
+
 def write_etc_netns(spec: LabSpec, lay: Layout) -> None:
     """`ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: the
-    client and guest use the LAN resolver (as DHCP would set), the internet namespace its DNS."""
-    conf = {
-        spec.inet_ns: f"nameserver {lay.dns4}\nnameserver {lay.dns6}\n",
-        spec.client_ns: f"nameserver {lay.resolver4}\nnameserver {lay.resolver6}\n",
-        spec.guest_ns: f"nameserver {lay.resolver4}\nnameserver {lay.resolver6}\n",
-    }
+    client, guest and containers use the LAN resolver (as DHCP would set), the internet
+    namespace its DNS."""
+    lan = f"nameserver {lay.resolver4}\nnameserver {lay.resolver6}\n"
+    conf = {spec.inet_ns: f"nameserver {lay.dns4}\nnameserver {lay.dns6}\n"}
+    conf |= {ns: lan for ns in (spec.client_ns, spec.guest_ns, *spec.container_ns)}
     for ns, text in conf.items():
         d = ETC_NETNS / ns
         d.mkdir(parents=True, exist_ok=True)

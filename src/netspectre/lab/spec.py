@@ -25,6 +25,7 @@ WEB_PORT = 80
 DNS_PORT = 53
 ECHO_NAME = "echo.test"  # the lab's DNS answers it with the web server's addresses
 ONION_PORT = 80
+OBFS4_PORT = 9443  # the bridge's obfs4 listener (its ORPort is OR_PORT, never used by clients)
 
 RUN_ROOT = Path("/run/netspectre-lab")
 
@@ -37,9 +38,11 @@ class LabSpec:
     internet4: IPv4Network = IPv4Network("203.0.113.0/24")  # relays, web and DNS servers
     lan4: IPv4Network = IPv4Network("198.51.100.0/24")  # client uplink (low half), guest (high)
     internet6: IPv6Network = IPv6Network("2001:db8:4c41::/64")
-    lan6: IPv6Network = IPv6Network("2001:db8:4c41:100::/56")  # first /64 uplink, second guest
+    # first /64 uplink, second guest, third the containers' bridge
+    lan6: IPv6Network = IPv6Network("2001:db8:4c41:100::/56")
     middles: int = 1
-    exits: int = 1
+    exits: int = 2  # two, so concurrent clients can be shown on different circuits
+    containers: int = 2  # "containers" on a docker0-like bridge in the client namespace
     run_root: Path = RUN_ROOT
 
     @property
@@ -55,8 +58,12 @@ class LabSpec:
         return f"{self.prefix}guest"
 
     @property
+    def container_ns(self) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}ct{i}" for i in range(1, self.containers + 1))
+
+    @property
     def namespaces(self) -> tuple[str, ...]:
-        return (self.inet_ns, self.client_ns, self.guest_ns)
+        return (self.inet_ns, self.client_ns, self.guest_ns, *self.container_ns)
 
     @property
     def dir(self) -> Path:
@@ -80,7 +87,7 @@ def validate(spec: LabSpec) -> LabSpec:
         ("internet4", spec.internet4, 24),
         ("lan4", spec.lan4, 24),
         ("internet6", spec.internet6, 64),
-        ("lan6", spec.lan6, 63),
+        ("lan6", spec.lan6, 62),
     )
     for name, net, longest in sizes:
         if net.prefixlen > longest:
@@ -94,16 +101,18 @@ def validate(spec: LabSpec) -> LabSpec:
         for b in nets[i + 1 :]:
             if a.version == b.version and a.overlaps(b):
                 raise ConfigError(f"lab ranges {a} and {b} overlap")
-    for name, count in (("middles", spec.middles), ("exits", spec.exits)):
-        if not 1 <= count <= 9:
-            raise ConfigError(f"lab {name} = {count}: must be between 1 and 9")
+    for name, count, least in (("middles", spec.middles, 1), ("exits", spec.exits, 1),
+                               ("containers", spec.containers, 0)):
+        if not least <= count <= 9:
+            raise ConfigError(f"lab {name} = {count}: must be between {least} and 9")
     return spec
 
 
 def from_mapping(table: Mapping[str, Any]) -> LabSpec:
     """Build a LabSpec from a `[lab]` TOML table (keys as the field names); raise ConfigError."""
     d = LabSpec()
-    known = {"prefix", "internet4", "lan4", "internet6", "lan6", "middles", "exits", "run_root"}
+    known = {"prefix", "internet4", "lan4", "internet6", "lan6", "middles", "exits",
+             "containers", "run_root"}
     for key in table:
         if key not in known:
             raise ConfigError(f"unknown key 'lab.{key}'", "known keys: " + ", ".join(sorted(known)))
@@ -136,6 +145,7 @@ def from_mapping(table: Mapping[str, Any]) -> LabSpec:
             lan6=net("lan6", 6, d.lan6),
             middles=count("middles", d.middles),
             exits=count("exits", d.exits),
+            containers=count("containers", d.containers),
             run_root=Path(str(table.get("run_root", d.run_root))),
         )
     )
@@ -145,6 +155,7 @@ class Role(StrEnum):
     AUTHORITY = "authority"
     MIDDLE = "middle"
     EXIT = "exit"
+    BRIDGE = "bridge"  # unpublished: only a client given its bridge line uses it
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,15 @@ class Relay:
     v6: IPv6Address
     or_port: int = OR_PORT
     dir_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    """A namespace on the client's docker0-like bridge (CT_BRIDGE), routed through it."""
+
+    ns: str
+    v4: IPv4Address
+    v6: IPv6Address
 
 
 @dataclass(frozen=True)
@@ -182,6 +202,12 @@ class Layout:
     guest_gw6: IPv6Address
     guest4: IPv4Address
     guest6: IPv6Address
+    bridge: Relay  # the obfs4 bridge (not in `relays`: not in the consensus)
+    ctnet4: IPv4Network  # the containers' subnet, on the client's bridge
+    ctnet6: IPv6Network
+    ct_gw4: IPv4Address  # the bridge's own address: the containers' default route
+    ct_gw6: IPv6Address
+    containers: tuple[Container, ...]
     lan: tuple[IPv4Network | IPv6Network, ...] = field(default=())
     # `netspectre verify`'s probe targets: routed to the lab's internet, where nothing has them
     probe4: IPv4Address = IPv4Address("198.51.100.99")
@@ -214,9 +240,13 @@ def layout(spec: LabSpec) -> Layout:
         relays.append(Relay(f"middle{i}", Role.MIDDLE, i4[20 + i], _host6(i6, 20 + i)))
     for i in range(1, spec.exits + 1):
         relays.append(Relay(f"exit{i}", Role.EXIT, i4[30 + i], _host6(i6, 30 + i)))
-    up4, guest4 = next(spec.lan4.subnets(prefixlen_diff=1)), list(spec.lan4.subnets(1))[1]
+    # lan4: the low half is the uplink, the high half holds the guest's and the containers'.
+    up4, high = spec.lan4.subnets(prefixlen_diff=1)
+    guest4, ct4 = high.subnets(prefixlen_diff=1)
     sub6 = spec.lan6.subnets(new_prefix=64)
-    up6, guest6 = next(sub6), next(sub6)
+    up6, guest6, ct6 = next(sub6), next(sub6), next(sub6)
+    containers = tuple(Container(ns, ct4[1 + i], ct6[1 + i])
+                       for i, ns in enumerate(spec.container_ns, start=1))
     return Layout(
         relays=tuple(relays),
         web4=i4[80],
@@ -237,6 +267,12 @@ def layout(spec: LabSpec) -> Layout:
         guest_gw6=guest6[1],
         guest4=guest4[2],
         guest6=guest6[2],
+        bridge=Relay("bridge", Role.BRIDGE, i4[40], _host6(i6, 40)),
+        ctnet4=ct4,
+        ctnet6=ct6,
+        ct_gw4=ct4[1],
+        ct_gw6=ct6[1],
+        containers=containers,
         lan=(spec.lan4, spec.lan6),
         probe4=i4[99],
         probe6=_host6(i6, 99),

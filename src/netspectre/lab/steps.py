@@ -117,7 +117,8 @@ def lab_up(st: DemoState) -> Finding:
     return st.record("lab_up", True, time.monotonic() - t0,
                      f"{len(lay.relays)} relays in the consensus after {consensus_at:.1f} s "
                      f"({len(lay.authorities)} authorities, {st.spec.middles} middle, "
-                     f"{len(lay.exits)} exit)", {"timings": st.info.timings})
+                     f"{len(lay.exits)} exit{'s' if len(lay.exits) != 1 else ''})",
+                     {"timings": st.info.timings})
 
 
 def start(st: DemoState) -> Finding:

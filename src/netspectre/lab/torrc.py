@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from netspectre.lab.spec import ONION_PORT, WEB_PORT, Relay, Role
+from netspectre.lab.spec import OBFS4_PORT, ONION_PORT, WEB_PORT, Relay, Role
 
 # Voting every 20 s (10 s until the first consensus) instead of Tor's testing defaults, which
 # make the network usable only after ~143 s.
@@ -85,7 +85,9 @@ def relay(
     bandwidths: Path,
     offset: int,
     empty: Path,
+    obfs4proxy: str = "/usr/bin/obfs4proxy",
 ) -> str:
+    """A relay's torrc; obfs4proxy is the bridge's transport plugin (the bridge only)."""
     dir_caches = ",".join(f"${a.fingerprint}" for a in authorities)
     lines = _common(data, authorities, empty) + [
         f"Nickname {r.nick}",
@@ -112,12 +114,26 @@ def relay(
             "ExitRelay 0",
             "ExitPolicy reject *:*",
         ]
+    elif r.role is Role.BRIDGE:
+        # Unpublished: a client learns it from its bridge line only, fetches its descriptor and
+        # the consensus from it (a bridge caches directories), and never talks to another relay.
+        lines += [
+            "BridgeRelay 1",
+            "PublishServerDescriptor 0",
+            f"ServerTransportPlugin obfs4 exec {obfs4proxy}",
+            f"ServerTransportListenAddr obfs4 {r.v4}:{OBFS4_PORT}",
+            "ExtORPort auto",
+            "ExitRelay 0",
+            "ExitPolicy reject *:*",
+        ]
     else:
         # HSDir flags then go to the authorities only, which do cache directories.
         lines += ["DirCache 0"]
     if r.role is Role.EXIT:
         lines += [
             "ExitRelay 1",
+            # With IPv6Exit, "*" in the policy is both *4 and *6: the exits connect to the
+            # lab's internet6 too (as their OutboundBindAddress [v6]).
             "IPv6Exit 1",
             "ExitPolicy accept *:80, accept *:443, reject *:*",
             "RefuseUnknownExits 0",
@@ -156,3 +172,17 @@ def client(
     lines = [ln for ln in lines if ln != "SocksPort 0"]
     lines += [f"SocksPort 127.0.0.1:{socks_port}", *extra]
     return "\n".join(lines) + "\n"
+
+
+def obfs4_bridge_line(r: Relay, fingerprint: str, bridgeline_txt: str) -> str:
+    """The client's `Bridge` line (without "Bridge") from obfs4proxy's
+    pt_state/obfs4_bridgeline.txt, whose address, port and fingerprint are placeholders."""
+    for line in bridgeline_txt.splitlines():
+        words = line.split()
+        if words[:2] == ["Bridge", "obfs4"]:
+            certs = [w for w in words if w.startswith("cert=") and len(w) > 5]
+            iat = [w for w in words if w in ("iat-mode=0", "iat-mode=1", "iat-mode=2")]
+            args = certs[:1] + iat[:1]
+            if len(args) == 2:
+                return f"obfs4 {r.v4}:{OBFS4_PORT} {fingerprint} " + " ".join(args)
+    raise ValueError("no 'Bridge obfs4 ... cert=... iat-mode=...' line")

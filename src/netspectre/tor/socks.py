@@ -40,6 +40,20 @@ def greeting() -> bytes:
     return b"\x05\x01\x00"  # version 5, one method: no authentication
 
 
+def auth_greeting() -> bytes:
+    return b"\x05\x01\x02"  # version 5, one method: username/password (RFC 1929)
+
+
+def auth_request(username: bytes, password: bytes) -> bytes:
+    """Tor does not check the credentials: it isolates streams by them (IsolateSOCKSAuth)."""
+    return b"\x01" + bytes([len(username)]) + username + bytes([len(password)]) + password
+
+
+def resolve_request(name: str) -> bytes:
+    """Tor's RESOLVE extension (command 0xF0): the exit resolves the name."""
+    return b"\x05\xf0" + connect_request(name, 0)[2:]
+
+
 def connect_request(host: str, port: int) -> bytes:
     try:
         ip = ipaddress.ip_address(host.strip("[]"))
