@@ -241,3 +241,22 @@ def test_system_tor_must_listen_for_the_gateway_on_all_addresses() -> None:
             "net/listeners/dns": '"127.0.0.1:9053" "0.0.0.0:9054"'}
     assert systemtor.missing(cfg, both, conf) == []
     assert systemtor.missing(config.parse('[tor]\nmode = "system"\n'), host_only, conf) == []
+
+
+def test_start_no_firewall_refuses_a_gateway_before_anything_changes(tmp_path: Path) -> None:
+    """Issue 10 x 11: `start --no-firewall` has no input chain, so a [gateway]'s listeners on
+    0.0.0.0/[::] would serve the whole network; it is refused before any state or tor (a
+    Tor-only config without a gateway gets past this point: the control)."""
+    from netspectre.commands import Context, toronly
+    from tests.support.fakehost import FakeHost
+
+    p = Paths(run=tmp_path / "run", lib=tmp_path / "lib", daemon=tmp_path / "d")
+    host = FakeHost()
+    gw = config.parse('[gateway]\ninterfaces = ["docker0"]\n')
+    with pytest.raises(ConfigError) as err:
+        toronly.plan(Context(config=gw, paths=p, runner=host))
+    assert "[gateway] needs the firewall" in err.value.message
+    assert not p.run.exists()
+    plain = config.parse('[tor]\nuser = "nobody"\n')
+    _, planned = toronly.plan(Context(config=plain, paths=p, runner=host))
+    assert planned.policy.gateway == ()
