@@ -6,6 +6,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from netspectre import gatewayinfo
+
 if TYPE_CHECKING:  # annotations only: printing one report needs no other report's class
     from netspectre.findings import Checks, Finding
     from netspectre.reports import RestartReport, StartReport, StopReport
@@ -73,6 +75,7 @@ def status(report: Status | IdleStatus) -> str:
     lines += _policy(report.policy)
     lines.append(f"  IPv6 sysctl disabled: {'yes' if report.ipv6_disabled else 'no'}")
     lines += _guard(report.guard)
+    lines += gatewayinfo.text(report.gateway)
     lines += _counters(report.counters)
     lines += _tor(report.tor)
     return "\n".join(lines)
@@ -130,7 +133,10 @@ def _counters(counters: Mapping[str, Mapping[str, int]]) -> list[str]:
     dns = counters.get("dns_redirected", {}).get("packets", 0)
     blocked = {k.removeprefix("blocked_"): v["packets"] for k, v in sorted(counters.items())
                if k.startswith("blocked_") and v["packets"]}
+    gateway = [f"{k.removeprefix('gateway_')} {counters[k]['packets']}"
+               for k in ("gateway_torified", "gateway_dns", "gateway_refused") if k in counters]
     return [f"  connections torified: {torified}; DNS queries redirected: {dns}",
+            *(["  gateway packets: " + ", ".join(gateway)] if gateway else []),
             "  packets blocked: " + (", ".join(f"{k} {v}" for k, v in blocked.items())
                                      or "none")]
 

@@ -35,6 +35,7 @@ class BackendName(StrEnum):
 class Ipv6Mode(StrEnum):
     DISABLE = "disable"
     BLOCK = "block"
+    TORIFY = "torify"  # TCP and DNS over IPv6 through Tor on [::1], the rest refused
 
 
 class Incoming(StrEnum):
@@ -63,6 +64,8 @@ class TorConfig:
     dns_port: int = 9053
     socks_port: int = 9060  # not 9050 (system tor) nor 9150 (Tor Browser)
     virtual_network: ipaddress.IPv4Network = ipaddress.IPv4Network("10.192.0.0/10")
+    # VirtualAddrNetworkIPv6 (torify, gateway): a random ULA /48, in no default LAN range.
+    virtual_network6: ipaddress.IPv6Network = ipaddress.IPv6Network(values.DEFAULT_VNET6)
     control: str = "/run/tor/control"  # system mode: the running tor's ControlSocket or host:port
     torrc_extra: tuple[str, ...] = ()
     bridges: tuple[str, ...] = ()
@@ -82,6 +85,15 @@ class FirewallConfig:
     # resolved to uid/gid at start (facts.py); a group matches the socket's primary gid.
     bypass_users: tuple[str, ...] = ()
     bypass_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """`[gateway]`: interfaces whose clients (containers, VMs, a LAN) are torified (#11)."""
+
+    interfaces: tuple[str, ...] = ()
+    trans_port: int = 9041  # tor's TransPort for them, on 0.0.0.0 and [::]
+    dns_port: int = 9054  # tor's DNSPort for them, on 0.0.0.0 and [::]
 
 
 DEFAULT_CHECK_URL = "https://check.torproject.org/api/ip"
@@ -109,6 +121,7 @@ class VerifyConfig:
 class Config:
     tor: TorConfig = field(default_factory=TorConfig)
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     path: str | None = None
@@ -130,10 +143,15 @@ def parse(text: str, *, path: str | None = None) -> Config:
 
 
 def from_dict(data: dict[str, Any], *, path: str | None = None) -> Config:
-    values.known_keys("", data, {"tor", "firewall", "check", "verify", "lab"})
+    values.known_keys("", data, {"tor", "firewall", "gateway", "check", "verify", "lab"})
+    tor = _tor(values.table("tor", data))
+    firewall = _firewall(values.table("firewall", data))
+    gateway = _gateway(values.table("gateway", data), tor)
+    _check_vnet6(tor, firewall, gateway)
     return Config(
-        tor=_tor(values.table("tor", data)),
-        firewall=_firewall(values.table("firewall", data)),
+        tor=tor,
+        firewall=firewall,
+        gateway=gateway,
         check=_check(values.table("check", data)),
         verify=_verify(values.table("verify", data)),
         path=path,
@@ -142,14 +160,9 @@ def from_dict(data: dict[str, Any], *, path: str | None = None) -> Config:
 
 
 def _tor(t: dict[str, Any]) -> TorConfig:
-    values.known_keys(
-        "tor",
-        t,
-        {
-            "mode", "user", "trans_port", "dns_port", "socks_port", "virtual_network",
-            "control", "torrc_extra", "bridges", "bootstrap_timeout",
-        },
-    )
+    values.known_keys("tor", t, {"mode", "user", "trans_port", "dns_port", "socks_port",
+                                 "virtual_network", "virtual_network6", "control",
+                                 "torrc_extra", "bridges", "bootstrap_timeout"})
     d = TorConfig()
     vnet = values.network("tor.virtual_network", t.get("virtual_network", str(d.virtual_network)))
     if not isinstance(vnet, ipaddress.IPv4Network):
@@ -165,6 +178,8 @@ def _tor(t: dict[str, Any]) -> TorConfig:
         dns_port=values.port("tor.dns_port", t.get("dns_port", d.dns_port)),
         socks_port=values.port("tor.socks_port", t.get("socks_port", d.socks_port)),
         virtual_network=vnet,
+        virtual_network6=values.network6(
+            "tor.virtual_network6", t.get("virtual_network6", str(d.virtual_network6))),
         control=values.string("tor.control", t.get("control", d.control)),
         torrc_extra=tuple(
             values.torrc_line("tor.torrc_extra", x)
@@ -206,6 +221,43 @@ def _firewall(f: dict[str, Any]) -> FirewallConfig:
         bypass_users=values.names("firewall.bypass_users", f.get("bypass_users", [])),
         bypass_groups=values.names("firewall.bypass_groups", f.get("bypass_groups", [])),
     )
+
+
+def _gateway(g: dict[str, Any], tor: TorConfig) -> GatewayConfig:
+    values.known_keys("gateway", g, {"interfaces", "trans_port", "dns_port"})
+    d = GatewayConfig()
+    cfg = GatewayConfig(
+        interfaces=tuple(dict.fromkeys(values.ifname("gateway.interfaces", x) for x in
+                                       values.strings("gateway.interfaces",
+                                                      g.get("interfaces", [])))),
+        trans_port=values.port("gateway.trans_port", g.get("trans_port", d.trans_port)),
+        dns_port=values.port("gateway.dns_port", g.get("dns_port", d.dns_port)),
+    )
+    if not cfg.interfaces:
+        return cfg  # ports of no gateway clash with nothing
+    taken = {tor.trans_port: "tor.trans_port", tor.dns_port: "tor.dns_port",
+             tor.socks_port: "tor.socks_port"}
+    for key, value in (("gateway.trans_port", cfg.trans_port),
+                       ("gateway.dns_port", cfg.dns_port)):
+        if value in taken:
+            raise values.bad(key, value, f"the same port as {taken[value]}",
+                             "the gateway's listeners need ports of their own")
+        taken[value] = key
+    return cfg
+
+
+def _check_vnet6(tor: TorConfig, fw: FirewallConfig, gw: GatewayConfig) -> None:
+    """VirtualAddrNetworkIPv6 is used with ipv6 = "torify" or a gateway: it must not overlap
+    a LAN range (a .onion address would then be the LAN's, and reach it directly)."""
+    if fw.ipv6 is not Ipv6Mode.TORIFY and not gw.interfaces:
+        return
+    vnet6 = tor.virtual_network6
+    for cidr in fw.lan:
+        if ":" in cidr and vnet6.overlaps(ipaddress.IPv6Network(cidr)):
+            raise ConfigError(
+                f"tor.virtual_network6 = {str(vnet6)!r} overlaps firewall.lan {cidr!r}",
+                f"pick a virtual_network6 outside every LAN range (the default is "
+                f"{values.DEFAULT_VNET6}); nothing was changed")
 
 
 def _check(c: dict[str, Any]) -> CheckConfig:

@@ -71,6 +71,35 @@ def network(key: str, value: object) -> Network:
         raise bad(key, value, f"not a CIDR network ({exc})") from None
 
 
+# [tor] virtual_network6: a ULA /48 picked at random (RFC 4193), so in no default LAN range.
+DEFAULT_VNET6 = "fd6e:7370:6563::/48"
+
+
+def network6(key: str, value: object) -> ipaddress.IPv6Network:
+    """An IPv6 network tor accepts as VirtualAddrNetworkIPv6 (a /104 or larger)."""
+    net = network(key, value)
+    if not isinstance(net, ipaddress.IPv6Network):
+        raise bad(key, value, "must be an IPv6 network")
+    if net.prefixlen > 104:
+        raise bad(key, value, "too small (tor needs /104 or larger)")
+    return net
+
+
+# What Linux refuses in an interface name (dev_valid_name), plus what nft would read as a
+# wildcard or a quote: an interface set must name interfaces exactly.
+_NOT_IFNAME = set(' \t\n\r\f\v/:"\\*?[]\'')
+
+
+def ifname(key: str, value: object) -> str:
+    text = string(key, value)
+    if not 0 < len(text) < 16 or text in (".", "..") or _NOT_IFNAME & set(text):
+        raise bad(key, value, "not an interface name (1-15 characters, no space, '/', ':', "
+                  "quote or wildcard)")
+    if text == "lo":
+        raise bad(key, value, "loopback cannot be a gateway interface")
+    return text
+
+
 def cidr(key: str, value: object) -> str:
     """Validate a CIDR quickly (inet_pton); fall back to ipaddress for the error message."""
     text = string(key, value)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from netspectre import system
 
 SYS_NET = Path("/sys/class/net")
+IF_INET6 = Path("/proc/net/if_inet6")
+LOOPBACK6 = "0" * 31 + "1"  # ::1 as if_inet6 writes it
 EGRESS_KERNEL = (5, 16)  # the netdev egress hook (CONFIG_NETFILTER_EGRESS)
 # Checked by the kernel (nft -c sends the batch and aborts it), attached to nothing real.
 PROBE = (f"table netdev {guard.TABLE}_probe {{\n\tchain egress {{\n"
@@ -31,12 +33,23 @@ def gather(config: Config, *, runner: system.Runner | None = None,
            backend: Backend | None = None) -> HostFacts:
     """`backend`: the firewall that will apply (None: the guard is not probed, so off)."""
     name, uid = users.resolve(config.tor.user)
-    found = HostFacts(tor_uid=uid, tor_user=name, bypass_users=bypass_users(config),
-                      bypass_groups=bypass_groups(config))
+    stack, loopback = ipv6_facts()
+    found = HostFacts(tor_uid=uid, tor_user=name, ipv6_stack=stack, ipv6_loopback=loopback,
+                      bypass_users=bypass_users(config), bypass_groups=bypass_groups(config))
     if backend is None or runner is None or config.firewall.raw_guard is RawGuard.OFF:
         return found
     return replace(found, devices=interfaces(),
                    guard_unsupported=guard_unsupported(backend, runner))
+
+
+def ipv6_facts(path: Path = IF_INET6) -> tuple[bool, bool]:
+    """(IPv6 stack present, ::1 configured on lo) from this namespace's /proc/net/if_inet6:
+    the file is absent with ipv6.disable=1; ::1 goes with lo's disable_ipv6."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return False, False
+    return True, any(line.split()[:1] == [LOOPBACK6] for line in text.splitlines())
 
 
 def _unknown(config: Config, kind: str, name: str, create: str) -> ConfigError:

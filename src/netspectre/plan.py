@@ -38,10 +38,8 @@ class Plan:
             return hashlib.sha256(text.encode()).hexdigest()
         # The guarded interfaces are a fact of the moment (the guard's watcher follows them):
         # a new USB tether is not a changed config.
-        # No bypass configured: the digest is the one recorded before bypasses existed.
-        policy = {k: v for k, v in asdict(self.policy).items()
-                  if k != "guard_devices" and not (k.startswith("bypass_") and not v)}
-        text = json.dumps([policy, asdict(self.endpoints), self.torrc],
+        # No bypass, gateway or torify configured: the digest recorded before they existed.
+        text = json.dumps([self.policy.digest_fields(), asdict(self.endpoints), self.torrc],
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -65,8 +65,11 @@ def onion_name() -> str:
     return base64.b32encode(key + check + b"\x03").decode().lower() + ".onion"
 
 
-def battery(target4: str, target6: str, lan_dns: tuple[str, ...]) -> tuple[Probe, ...]:
-    """The probes, in order. IPv6 is refused in both ipv6 modes (disabled or blocked)."""
+def battery(target4: str, target6: str, lan_dns: tuple[str, ...], *,
+            torify6: bool = False) -> tuple[Probe, ...]:
+    """The probes, in order. IPv6 is refused when disabled or blocked; with ipv6 = "torify"
+    its TCP and DNS must reach Tor instead (UDP and ICMPv6 stay refused)."""
+    six = TORIFIED if torify6 else REFUSED
     probes = [
         Probe(f"TCP to {target4}:80", "tcp", 4, target4, 80, TORIFIED),
         Probe(f"DNS (UDP) to {target4}:53", "dns", 4, target4, 53, TORIFIED),
@@ -76,9 +79,9 @@ def battery(target4: str, target6: str, lan_dns: tuple[str, ...]) -> tuple[Probe
             Probe(f"DNS (TCP) to LAN resolver {a}:53", "tcp", 4, a, 53, REFUSED))),
         Probe(f"UDP (QUIC) to {target4}:443", "udp", 4, target4, 443, REFUSED),
         Probe(f"ICMP echo to {target4}", "icmp", 4, target4, 0, REFUSED),
-        Probe(f"TCP over IPv6 to [{target6}]:80", "tcp", 6, target6, 80, REFUSED),
+        Probe(f"TCP over IPv6 to [{target6}]:80", "tcp", 6, target6, 80, six),
         Probe(f"UDP over IPv6 to [{target6}]:443", "udp", 6, target6, 443, REFUSED),
-        Probe(f"DNS (UDP) over IPv6 to [{target6}]:53", "dns", 6, target6, 53, REFUSED),
+        Probe(f"DNS (UDP) over IPv6 to [{target6}]:53", "dns", 6, target6, 53, six),
         Probe(f"ICMPv6 echo to {target6}", "icmp", 6, target6, 0, REFUSED),
     ]
     return tuple(probes)

@@ -101,6 +101,8 @@ class Status:
     config_differs: str = ""
     # The raw guard as the kernel has it (commands/report.guard_status).
     guard: Mapping[str, object] = field(default_factory=dict)
+    # [gateway] (gatewayinfo.status): {} without one, so older configs' JSON is unchanged.
+    gateway: Mapping[str, object] = field(default_factory=dict)
     # False: `start --no-firewall`: Tor runs, no ruleset; the machine is NOT torified.
     firewall: bool = True
 
@@ -124,6 +126,8 @@ class Status:
             out["config_differs"] = self.config_differs
         if self.guard:
             out["raw_guard"] = dict(self.guard)
+        if self.gateway:
+            out["gateway"] = dict(self.gateway)
         return out
 
 

@@ -128,9 +128,7 @@ class _TcpLoop:
             return
         if fake_tor:
             try:
-                raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
-                port = struct.unpack("!H", raw[2:4])[0]
-                orig = (str(ipaddress.IPv4Address(raw[4:8])), port)
+                orig = original_dst(conn)
             except OSError as exc:
                 orig = (f"error:{errname(exc)}", 0)
             info = {"peer": list(peer[:2]), "orig": list(orig)}
@@ -169,11 +167,29 @@ class _TcpLoop:
 _LOOP: list[_TcpLoop] = []
 
 
+def original_dst(conn: socket.socket) -> tuple[str, int]:
+    """Where a redirected connection was going: SO_ORIGINAL_DST (IPv4) or
+    IP6T_SO_ORIGINAL_DST (IPv6, the same number at SOL_IPV6), as tor asks."""
+    if conn.family == socket.AF_INET6:
+        raw = conn.getsockopt(socket.IPPROTO_IPV6, SO_ORIGINAL_DST, 28)
+        return str(ipaddress.IPv6Address(raw[8:24])), struct.unpack("!H", raw[2:4])[0]
+    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    return str(ipaddress.IPv4Address(raw[4:8])), struct.unpack("!H", raw[2:4])[0]
+
+
+def _socket(addr: str, kind: socket.SocketKind) -> socket.socket:
+    """IPv6 sockets are V6ONLY, like tor's: 0.0.0.0 and [::] on one port do not clash."""
+    s = socket.socket(family(addr), kind)
+    if s.family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return s
+
+
 ONION_MAPPED = "10.192.0.77"  # inside the default VirtualAddrNetwork 10.192.0.0/10
 
 
 def serve_tcp(addr: str, port: int, role: str = "server", fake_tor: bool = False) -> None:
-    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s = _socket(addr, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     s.listen(512)
@@ -192,7 +208,8 @@ def _udp_loop(s: socket.socket, role: str, answer: str | None, discard: bool) ->
             name, _ = _qname(data)
             record(role=role, event="dns", name=name, peer=list(peer[:2]))
             # Like Tor's AutomapHostsOnResolve: a .onion name maps into VirtualAddrNetwork.
-            mapped = ONION_MAPPED if role == "tor-dns" and name.endswith(".onion") else answer
+            onion = role.startswith("tor-dns") and name.endswith(".onion")
+            mapped = ONION_MAPPED if onion else answer
             reply = dns_answer(data, mapped)
         else:
             record(role=role, event="udp", peer=list(peer[:2]), data=data[:64].hex())
@@ -207,7 +224,7 @@ def _udp_loop(s: socket.socket, role: str, answer: str | None, discard: bool) ->
 
 def serve_udp(addr: str, port: int, role: str = "server", answer: str | None = None,
               discard: bool = False) -> None:
-    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s = _socket(addr, socket.SOCK_DGRAM)
     s.bind((addr, port))
     _thread(_udp_loop, s, role, answer, discard)
 
@@ -236,7 +253,7 @@ def _dns_tcp_loop(s: socket.socket, role: str, answer: str) -> None:
 
 
 def serve_dns_tcp(addr: str, port: int, role: str, answer: str) -> None:
-    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s = _socket(addr, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     s.listen(64)

@@ -92,8 +92,9 @@ def test_a_config_without_bypass_keeps_its_digest() -> None:
     from dataclasses import asdict
 
     plan = derive(config.parse('[tor]\nmode = "system"\n'), FACTS, PATHS)
+    # Neither bypass nor [gateway]/torify (issue 11's fields, also left out when unset).
     old = {k: v for k, v in asdict(plan.policy).items()
-           if k not in ("guard_devices", "bypass_users", "bypass_groups")}
+           if k != "guard_devices" and k not in policy.NEW_FIELDS}
     text = json.dumps([old, asdict(plan.endpoints), plan.torrc], sort_keys=True, default=str)
     assert plan.digest() == hashlib.sha256(text.encode()).hexdigest()
     with_bypass = dataclasses.replace(plan, policy=dataclasses.replace(
@@ -123,6 +124,33 @@ def test_bypass_rules_come_before_every_redirect_and_refusal() -> None:
     assert "-m owner --gid-owner 990 -j RETURN" in v6["NETSPECTRE-OUT"]
     assert not any("REJECT" in r for r in v6["NETSPECTRE-OUT"][
         :v6["NETSPECTRE-OUT"].index("-m owner --gid-owner 990 -j RETURN")])
+
+
+@pytest.mark.parametrize("ipv6", ["torify", "block"])
+def test_bypass_returns_before_the_torify_ipv6_redirect_with_a_gateway(ipv6: str) -> None:
+    """With a [gateway] and ipv6 = "torify" (issue 11) a bypass account's IPv6 still goes
+    direct: its return precedes every redirect of the output nat (nft, ip6tables), and its
+    accept precedes the refusal of virtual_network6; the gateway's rules stay in prerouting."""
+    p = _policy(f'[gateway]\ninterfaces = ["docker0"]\n[firewall]\nipv6 = "{ipv6}"\n',
+                bypass_users=(("alice", 1000),))
+    (script,) = nft.render(p)
+    text = script.text
+    nat = text[text.index("chain nat_output {"):]
+    nat = nat[:nat.index("}")]
+    rules = [x.strip() for x in nat.splitlines()[2:]]
+    assert rules[:2] == ["meta skuid 102 return", "meta skuid 1000 return"]
+    assert all("redirect" not in r for r in rules[:2])
+    assert any(r.startswith("ip6 daddr") and "redirect" in r for r in rules) == (
+        ipv6 == "torify")
+    pre = text[text.index("chain nat_prerouting {"):]
+    assert "skuid" not in pre[:pre.index("}")]
+    if ipv6 == "torify":
+        v6 = {c.name: c.rules for c in iptables.chains(p, 6)}
+        assert v6["NETSPECTRE-NAT"][:2] == ("-m owner --uid-owner 102 -j RETURN",
+                                             "-m owner --uid-owner 1000 -j RETURN")
+        out = v6["NETSPECTRE-OUT"]
+        assert out.index("-m owner --uid-owner 1000 -j RETURN") < min(
+            i for i, r in enumerate(out) if "REJECT" in r)
 
 
 def test_the_guard_admits_marked_bypass_packets_and_nothing_else_new() -> None:

@@ -33,11 +33,26 @@ lan = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "192.168.7.0/24", "100.6
     "raw_guard": "",
     "raw_guard_incoming_allow_ipv6": '[firewall]\nincoming = "allow"\nipv6 = "block"\n',
     "raw_guard_no_lan": "[firewall]\nallow_lan = false\nraw_guard_mark = 0x1\n",
+    # #11: a gateway (matched by name: docker0 need not exist), with either `incoming`; IPv6
+    # torified; and the guard's egress chain of a gateway interface.
+    "gateway": '[gateway]\ninterfaces = ["docker0", "br-lan"]\n[firewall]\nipv6 = "block"\n',
+    "gateway_incoming_allow": '[gateway]\ninterfaces = ["docker0"]\ntrans_port = 9141\n'
+                              'dns_port = 9154\n[firewall]\nincoming = "allow"\n',
+    "torify": '[firewall]\nipv6 = "torify"\nlan = ["198.51.100.0/24", "2001:db8:1::/48"]\n',
+    "raw_guard_gateway": '[gateway]\ninterfaces = ["wlan0", "docker0"]\n'
+                         '[firewall]\nipv6 = "torify"\n',
     # Issue 10: two users and a group go direct (IPv6 on: their IPv6 goes direct too); with the
     # guard, their marked packets pass its egress chains.
     "bypass": '[firewall]\nipv6 = "block"\nbypass_users = ["alice", "backup"]\n'
               'bypass_groups = ["netspectre-bypass"]\n',
     "raw_guard_bypass": '[firewall]\nbypass_groups = ["netspectre-bypass"]\n',
+    # Both: a bypass user's IPv6 returns before the torify redirect (nat) and is accepted
+    # before the refusals (filter); the gateway's rules are in prerouting/input/forward.
+    "gateway_torify_bypass": '[gateway]\ninterfaces = ["docker0"]\n[firewall]\n'
+                             'ipv6 = "torify"\nbypass_users = ["alice"]\n'
+                             'bypass_groups = ["netspectre-bypass"]\n',
+    "raw_guard_gateway_bypass": '[gateway]\ninterfaces = ["wlan0"]\n[firewall]\n'
+                                'ipv6 = "torify"\nbypass_users = ["alice"]\n',
 }
 GUARD_FACTS = policy.HostFacts(tor_uid=102, tor_user="debian-tor", devices=("eth0", "wlan0"),
                                guard_unsupported="")
@@ -95,7 +110,15 @@ IPTABLES_CASES = {
     "displaced": ("default", "displaced-legacy"),
     # Restart with incoming = allow: NETSPECTRE-IN and its jump go away.
     "incoming_changed": ("incoming_allow", "active-legacy"),
+    # #11: a gateway (one rule per interface, by name), with either `incoming`; IPv6 torified.
+    "gateway": ("gateway", ""),
+    "gateway_incoming_allow": ("gateway_incoming_allow", ""),
+    "torify": ("torify", ""),
+    # Restart from a gateway config to the default: NETSPECTRE-PRE and its jump go away.
+    "gateway_removed": ("default", "gateway-legacy"),
     "bypass": ("bypass", ""),
+    # Both features: bypass RETURNs right after Tor's own rule in nat (v4 and the torify v6).
+    "gateway_torify_bypass": ("gateway_torify_bypass", ""),
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from netspectre.backends import gateway
 from netspectre.backends.owners import bypass
 
 if TYPE_CHECKING:
@@ -54,9 +55,10 @@ def chain_name(device: str) -> str:
     return "egress_" + re.sub(r"[^A-Za-z0-9_]", "_", device)
 
 
-def _rules(p: Policy, lan: list[str]) -> list[str]:
+def _rules(p: Policy, lan: list[str], device: str = "") -> list[str]:
     marked = f"meta mark & {p.raw_guard_mark:#010x} == {p.raw_guard_mark:#010x}"
     rules = ["meta protocol arp accept",
+             *(gateway.guard_rules(p, marked) if device in p.gateway else ()),
              # Tor is the one owner whose packets may reach the Internet (IPv4 only).
              f"{marked} meta protocol ip meta skuid {p.tor_uid} accept"]
     # The bypass accounts' packets were let out by the inet table (so marked): they pass too.
@@ -88,7 +90,7 @@ def netdev_chains(p: Policy, lan: list[str]) -> list[str]:
         lines += [f"\tchain {name} {{",
                   f'\t\ttype filter hook egress device "{device}" priority {PRIORITY}; '
                   "policy drop;",
-                  *(f"\t\t{r}" for r in _rules(p, lan)), "\t}"]
+                  *(f"\t\t{r}" for r in _rules(p, lan, device)), "\t}"]
     return lines
 
 

@@ -54,8 +54,11 @@ def write_policy(paths: Paths, policy: Policy) -> None:
 def read_policy(paths: Paths) -> Policy:
     data = json.loads(policy_file(paths).read_text())
     data["virtual_network"] = ipaddress.IPv4Network(data["virtual_network"])
-    for key in ("lan4", "lan6", "guard_devices"):
-        data[key] = tuple(data[key])
+    if data.get("virtual_network6"):
+        data["virtual_network6"] = ipaddress.IPv6Network(data["virtual_network6"])
+    for key in ("lan4", "lan6", "guard_devices", "gateway"):
+        if key in data:
+            data[key] = tuple(data[key])
     for key in ("bypass_users", "bypass_groups"):  # (name, id) pairs; absent in older files
         data[key] = tuple((str(n), int(i)) for n, i in data.get(key, ()))
     return Policy(**data)

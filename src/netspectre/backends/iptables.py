@@ -6,9 +6,15 @@ marker comment.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from netspectre.backends import iptables_gateway as gw
+from netspectre.backends.iptables_rules import Chain
+from netspectre.backends.iptables_rules import bypass as _bypass
+from netspectre.backends.iptables_rules import quote as _quote
+from netspectre.backends.iptables_rules import refuse as _refuse
+from netspectre.backends.iptables_rules import rule as _rule
+from netspectre.backends.iptables_rules import tcp_flags as tcp_flags
 
 # Re-exported: reading back what is ours is part of this backend's contract (iptables_shell,
 # doctor and the tests call iptables.parse…); iptables_save owns it.
@@ -18,18 +24,14 @@ from netspectre.backends.iptables_save import parse as parse
 from netspectre.backends.iptables_save import parse_counters as parse_counters
 from netspectre.backends.names import (
     BAD_TCP_FLAGS,
-    COUNTERS,
     IPT_CHAINS,
     IPT_FORWARD,
     IPT_INPUT,
     IPT_NAT,
     IPT_OUTPUT,
-    LOG_BURST,
-    LOG_GROUP,
-    LOG_RATE,
+    IPT_PREROUTING,
     MARKER,
     ND_TYPES,
-    TCP_FLAGS,
     Backend,
 )
 from netspectre.backends.script import Script
@@ -41,9 +43,6 @@ NAT, OUT, FWD, IN = IPT_NAT, IPT_OUTPUT, IPT_FORWARD, IPT_INPUT
 CHAINS = IPT_CHAINS
 
 _VARIANTS = {Backend.IPTABLES_NFT: "nft", Backend.IPTABLES_LEGACY: "legacy"}
-# Characters iptables-save prints without quotes (xtables_save_string); we quote the same way
-# so rendered rules read exactly like the saved ones.
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _tool(variant: Backend, family: int, verb: str) -> str:
@@ -68,54 +67,8 @@ def restore_argv(variant: Backend, family: int) -> tuple[str, ...]:
 # (nft._nat, _output, _forward, _input); the rule data both need comes from names.
 
 
-@dataclass(frozen=True)
-class Chain:
-    table: str
-    name: str
-    hook: str  # the built-in chain whose first rule jumps here
-    rules: tuple[str, ...]  # rule specs, as iptables-save prints them after "-A NAME "
-
-
-def _quote(value: str) -> str:
-    if _BARE.fullmatch(value):
-        return value
-    return '"' + re.sub(r'(["\\\'])', r"\\\1", value) + '"'
-
-
-def _rule(match: str, target: str, counter: str | None = None) -> str:
-    if counter is not None:
-        if counter not in COUNTERS:
-            raise ValueError(f"unknown counter {counter!r}")
-        match = f"{match} -m comment --comment {_quote(f'{MARKER}:{counter}')}".lstrip()
-    return f"{match} -j {target}".lstrip()
-
-
-def _refuse(match: str, target: str, counter: str) -> list[str]:
-    """A refusing rule, preceded by its rate-limited NFLOG rule (same match, no verdict: NFLOG
-    is a non-terminating target), unmarked so it counts nowhere."""
-    log = (f"{match} -m limit --limit {LOG_RATE}/sec --limit-burst {LOG_BURST} -j NFLOG "
-           f"--nflog-prefix {_quote(counter)} --nflog-group {LOG_GROUP}")
-    return [log.lstrip(), _rule(match, target, counter)]
-
-
 def _jump(chain: Chain) -> str:
     return _rule(f"-m comment --comment {_quote(MARKER)}", chain.name)
-
-
-def tcp_flags(mask: tuple[str, ...], comp: tuple[str, ...]) -> str:
-    """One of names.BAD_TCP_FLAGS as `--tcp-flags MASK COMP`, flags in iptables-save's order."""
-
-    def names(flags: tuple[str, ...]) -> str:
-        return ",".join(f.upper() for f in TCP_FLAGS if f in flags) or "NONE"
-
-    return f"-p tcp -m tcp --tcp-flags {names(mask)} {names(comp)}"
-
-
-def _bypass(p: Policy) -> list[str]:
-    """The bypass accounts (issue 10): by owner uid, and by the socket's gid (fsgid = egid;
-    no --suppl-groups, as nft's skgid)."""
-    return [*(_rule(f"-m owner --uid-owner {u}", "RETURN") for u in p.bypass_uids),
-            *(_rule(f"-m owner --gid-owner {g}", "RETURN") for g in p.bypass_gids)]
 
 
 def _sanity(p: Policy, family: int) -> list[str]:
@@ -152,6 +105,7 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
         *_sanity(p, 4),
         _rule("-o lo", "RETURN"),
         _rule("-d 127.0.0.0/8", "RETURN"),
+        *gw.output_rules(p, 4, _rule),
         _rule(uid, "RETURN"),
         *_bypass(p),
         *_replies(p),
@@ -171,11 +125,11 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
     chains = [
         Chain("nat", NAT, "OUTPUT", tuple(nat)),
         Chain("filter", OUT, "OUTPUT", tuple(out)),
-        Chain("filter", FWD, "FORWARD", tuple(_refuse("", admin, "blocked_forward"))),
+        _forward(p, 4, admin),
     ]
     if p.block_incoming:
         incoming = [
-            _rule("-i lo", "RETURN"),
+            *_gateway_in(p, 4),
             _rule("-m conntrack --ctstate INVALID", "DROP"),
             _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
         ]
@@ -183,7 +137,27 @@ def _v4(p: Policy) -> tuple[Chain, ...]:
             incoming.append(_rule("-p udp -m udp --sport 67 --dport 68", "RETURN"))
         incoming.append(_rule("", "DROP", "blocked_incoming"))
         chains.append(Chain("filter", IN, "INPUT", tuple(incoming)))
-    return tuple(chains)
+    return (*chains, *_gateway_chains(p, 4))
+
+
+def _gateway_in(p: Policy, family: int) -> list[str]:
+    """The input chain's head: loopback, then (with a gateway) its interfaces' rules."""
+    return [_rule("-i lo", "RETURN"), *gw.input_rules(p, family, _rule, _refuse)]
+
+
+def _forward(p: Policy, family: int, admin: str) -> Chain:
+    return Chain("filter", FWD, "FORWARD", (*gw.forward_rules(p, family, _refuse),
+                                            *_refuse("", admin, "blocked_forward")))
+
+
+def _gateway_chains(p: Policy, family: int) -> tuple[Chain, ...]:
+    """[gateway]: its prerouting redirect, and its input rules when `incoming = "allow"`."""
+    if not p.gateway:
+        return ()
+    pre = Chain("nat", IPT_PREROUTING, "PREROUTING", tuple(gw.prerouting(p, _rule)))
+    if p.block_incoming:
+        return (pre,)
+    return (pre, Chain("filter", IN, "INPUT", tuple(_gateway_in(p, family))))
 
 
 def _replies(p: Policy) -> list[str]:
@@ -198,8 +172,10 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
         *_sanity(p, 6),
         _rule("-o lo", "RETURN"),
         _rule("-d ::1/128", "RETURN"),
+        *gw.output_rules(p, 6, _rule),
         *_bypass(p),
         *_replies(p),
+        *(_refuse(f"-d {p.virtual_network6}", admin, "blocked_other") if p.torify_ipv6 else ()),
         *_refuse("-p tcp -m tcp --dport 53", admin, "blocked_dns"),
         *_refuse("-p udp -m udp --dport 53", admin, "blocked_dns"),
     ]
@@ -210,19 +186,20 @@ def _v6(p: Policy) -> tuple[Chain, ...]:
     out += _refuse("-p tcp", "REJECT --reject-with tcp-reset", "blocked_ipv6")
     out += _refuse("", admin, "blocked_ipv6")
     chains = [
+        *((Chain("nat", NAT, "OUTPUT", tuple(gw.nat6(p, _rule))),) if p.torify_ipv6 else ()),
         Chain("filter", OUT, "OUTPUT", tuple(out)),
-        Chain("filter", FWD, "FORWARD", tuple(_refuse("", admin, "blocked_forward"))),
+        _forward(p, 6, admin),
     ]
     if p.block_incoming:
         incoming = (
-            _rule("-i lo", "RETURN"),
+            *_gateway_in(p, 6),
             _rule("-m conntrack --ctstate INVALID", "DROP"),
             _rule("-m conntrack --ctstate RELATED,ESTABLISHED", "RETURN"),
             *(nd if p.neighbour_discovery else ()),
             _rule("", "DROP", "blocked_incoming"),
         )
         chains.append(Chain("filter", IN, "INPUT", incoming))
-    return tuple(chains)
+    return (*chains, *_gateway_chains(p, 6))
 
 
 def chains(p: Policy, family: int) -> tuple[Chain, ...]:

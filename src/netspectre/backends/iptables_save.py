@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from netspectre.backends.names import COUNTERS, IPT_CHAINS, MARKER
+from netspectre.backends.names import COUNTERS, GATEWAY_COUNTERS, IPT_CHAINS, MARKER
 
 _COUNTS = re.compile(r"\[(\d+):(\d+)\]\s+")
 
@@ -105,7 +105,7 @@ def _counted(rules: Iterable[Rule]) -> Iterable[tuple[str, Rule]]:
         if rule.chain in IPT_CHAINS:
             for comment in rule.comments:
                 name = comment.removeprefix(prefix)
-                if comment.startswith(prefix) and name in COUNTERS:
+                if comment.startswith(prefix) and name in (*COUNTERS, *GATEWAY_COUNTERS):
                     yield name, rule
 
 
@@ -116,6 +116,7 @@ def parse_counters(saved_v4: str, saved_v6: str) -> dict[str, dict[str, int]]:
         return {}
     result = {name: {"packets": 0, "bytes": 0} for name in COUNTERS}
     for name, rule in _counted(r for s in saves for r in s.rules):
+        result.setdefault(name, {"packets": 0, "bytes": 0})  # a gateway's, when it has one
         result[name]["packets"] += rule.packets
         result[name]["bytes"] += rule.bytes
     return result

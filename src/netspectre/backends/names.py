@@ -38,7 +38,8 @@ IPT_NAT = "NETSPECTRE-NAT"
 IPT_OUTPUT = "NETSPECTRE-OUT"
 IPT_FORWARD = "NETSPECTRE-FWD"
 IPT_INPUT = "NETSPECTRE-IN"
-IPT_CHAINS = (IPT_NAT, IPT_OUTPUT, IPT_FORWARD, IPT_INPUT)
+IPT_PREROUTING = "NETSPECTRE-PRE"  # [gateway] only
+IPT_CHAINS = (IPT_NAT, IPT_OUTPUT, IPT_FORWARD, IPT_INPUT, IPT_PREROUTING)
 
 # Our NAT runs at -190: after conntrack (-200), before mangle (-150) and before every
 # iptables/docker NAT (-100). The first NAT chain that binds a connection wins, so nobody
@@ -62,6 +63,10 @@ COUNTERS = (
     "blocked_forward",
     "blocked_incoming",
 )
+
+# [gateway]'s counters, declared (nft) or rendered (iptables) only when a gateway is set, so
+# older configs keep the counters (and status) they had.
+GATEWAY_COUNTERS = ("gateway_torified", "gateway_dns", "gateway_refused")
 
 # TCP flag combinations no real stack sends, as (mask, the flags of the mask that are set):
 # the transproxy FIN/RST leak is caught by conntrack's INVALID state, these catch crafted

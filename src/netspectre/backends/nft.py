@@ -10,7 +10,7 @@ import json
 import socket
 from typing import TYPE_CHECKING
 
-from netspectre.backends import guard
+from netspectre.backends import gateway, guard
 from netspectre.backends.names import (
     BAD_TCP_FLAGS,
     COUNTERS,
@@ -100,15 +100,20 @@ def _refuse(match: str, counter: str, verdict: str) -> list[str]:
 
 def _nat(p: Policy, lan: list[str]) -> list[str]:
     """Redirect TCP and DNS into Tor; Tor itself, local and LAN destinations pass untouched."""
+    # ipv6 = "torify": IPv6 takes the same path, to tor's listeners on [::1] (redirect
+    # works for locally generated IPv6); otherwise it is left to the filter, which refuses it.
+    six = p.torify_ipv6 and p.virtual_network6 is not None
     rules = [
         f"meta skuid {p.tor_uid} return",
-        *bypass(p, "return"),  # a deliberate hole: not redirected, DNS included
-        "meta nfproto != ipv4 return",
+        *bypass(p, "return"),  # a deliberate hole: not redirected, DNS included (IPv6 too)
+        *(() if six else ("meta nfproto != ipv4 return",)),
         f"udp dport 53 counter name dns_redirected redirect to :{p.dns_port}",
         f"ip daddr {p.virtual_network} meta l4proto tcp counter name tcp_torified "
         f"redirect to :{p.trans_port}",
+        *((f"ip6 daddr {p.virtual_network6} meta l4proto tcp counter name tcp_torified "
+           f"redirect to :{p.trans_port}",) if six else ()),
         "fib daddr type local return",
-        *(f"{m} return" for m in lan if m.startswith("ip ")),
+        *(f"{m} return" for m in lan if six or m.startswith("ip ")),
         f"meta l4proto tcp counter name tcp_torified redirect to :{p.trans_port}",
     ]
     return _chain(
@@ -129,6 +134,7 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
         "oifname \"lo\" accept",
         "ip daddr 127.0.0.0/8 accept",
         "ip6 daddr ::1 accept",
+        *gateway.output_rules(p),
         # Only packets with Tor's socket owner: its TIME_WAIT ACKs carry none and are refused.
         # Marking Tor's flows in conntrack would let them out, but trusts a mark bit that any
         # other software's --save-mark may set too.
@@ -137,6 +143,8 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
         *bypass(p, "accept"),
         *(() if p.block_incoming else ("ct direction reply accept",)),
         *_refuse(f"ip daddr {p.virtual_network}", "blocked_other", admin),
+        *(_refuse(f"ip6 daddr {p.virtual_network6}", "blocked_other", admin)
+          if p.torify_ipv6 and p.virtual_network6 is not None else ()),
         *_refuse("th dport 53", "blocked_dns", admin),
     ]
     if p.allow_lan:
@@ -156,16 +164,23 @@ def _output(p: Policy, lan: list[str]) -> list[str]:
     return _filter(NFT_OUTPUT, "output", rules)
 
 
-def _forward() -> list[str]:
-    rules = _refuse("", "blocked_forward", "reject with icmpx type admin-prohibited")
+def _forward(p: Policy) -> list[str]:
+    rules = [*gateway.forward_rules(p, _refuse),
+             *_refuse("", "blocked_forward", "reject with icmpx type admin-prohibited")]
     return _filter(NFT_FORWARD, "forward", rules)
 
 
 def _input(p: Policy) -> list[str]:
-    """incoming = "block": only replies (and DHCP/ND for the LAN) come in."""
+    """incoming = "block": only replies (and DHCP/ND for the LAN) come in. A gateway's rules
+    come first, whatever `incoming` says."""
+    first = gateway.input_rules(p, _refuse)
     if not p.block_incoming:
-        return []
+        if not first:
+            return []
+        return _chain(NFT_INPUT, f"type filter hook input priority {FILTER_PRIORITY}; "
+                      "policy accept;", first)
     rules = [
+        *first,
         "iifname \"lo\" accept",
         "ct state invalid drop",
         "ct state established,related accept",
@@ -182,11 +197,13 @@ def table(p: Policy) -> str:
     """The full definition of our table (without the replace preamble)."""
     sets, lan = _lan_sets(p)
     lines = [f"table inet {TABLE} {{"]
-    lines += [f"\tcounter {name} {{\n\t}}" for name in COUNTERS]
+    lines += [f"\tcounter {name} {{\n\t}}"
+              for name in (*COUNTERS, *(gateway.COUNTERS if p.gateway else ()))]
     # LAN sets are rendered even when allow_lan is false: nat must still not torify LAN TCP
     # (the filter then refuses it), so a LAN host never sees it arrive from a Tor exit.
-    lines += sets
-    lines += _nat(p, lan) + _output(p, lan) + _forward() + _input(p) + guard.inet_chains(p)
+    lines += sets + gateway.set_lines(p)
+    lines += gateway.prerouting(p, NAT_PRIORITY)
+    lines += _nat(p, lan) + _output(p, lan) + _forward(p) + _input(p) + guard.inet_chains(p)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

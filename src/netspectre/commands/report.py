@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict
 
-from netspectre import backends, probes, rawprobe, state, sysctl
+from netspectre import backends, gatewayinfo, probes, rawprobe, state, sysctl
 from netspectre.backends import Firewall
 from netspectre.commands import Context, require_root
 from netspectre.commands.lifecycle import plan_for
@@ -54,6 +54,7 @@ def status(ctx: Context) -> Status | IdleStatus:
         tor=running.status(endpoints(ctx, current), p, current.tor),
         config_differs=config_differs(ctx, current),
         guard=guard_status(ctx, current) if current.firewall else {},
+        gateway=gatewayinfo.status(current.policy) if current.firewall else {},
         firewall=current.firewall,
     )
 
@@ -139,9 +140,11 @@ def verify(ctx: Context, *, probe: bool = True, exit_check: bool = True) -> Chec
     found.append(Finding("dns port listening", tor.dns_port_listening, "", fix))
     if current is not None and current.firewall:
         found += _guard_findings(ctx, current, policy, probe=probe)
+        found += gatewayinfo.findings(gatewayinfo.status(current.policy))
     if probe and current is not None and current.firewall:
         v = config.verify
-        battery = probes.battery(v.target4, v.target6, v.lan_dns)
+        battery = probes.battery(v.target4, v.target6, v.lan_dns,
+                                 torify6=policy.torify_ipv6)
         firewall = backends.open(current.backend, ctx.runner)
         found += probes.run(battery, v.timeout, firewall.counters, config.tor.virtual_network)
     if exit_check:

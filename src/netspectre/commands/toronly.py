@@ -25,7 +25,15 @@ from netspectre.tor import bootstrap, managed
 
 
 def plan(ctx: Context) -> tuple[HostFacts, Plan]:
-    """The plan of a Tor-only start: no backend, no guard probed (its policy is not applied)."""
+    """The plan of a Tor-only start: no backend, no guard probed (its policy is not applied).
+    A [gateway] is refused: its tor listeners bind 0.0.0.0/[::], and only the firewall's input
+    chain keeps them from the uplink (they would be an open proxy for the whole network)."""
+    if ctx.config.gateway.interfaces:
+        raise ConfigError(
+            "[gateway] needs the firewall: `start --no-firewall` would leave its tor listeners "
+            "(0.0.0.0/[::]) open to every network",
+            f"drop --no-firewall, or empty [gateway] interfaces in "
+            f"{ctx.config.path or 'the config'}; nothing was changed")
     facts = gather(ctx.config)
     return facts, derive(ctx.config, facts, ctx.paths, which=ctx.runner.which)
 

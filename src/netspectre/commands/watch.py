@@ -78,6 +78,8 @@ def attribute(tally: Tally, logged: nflog.Logged, programs: sockets.Programs,
         return
     if logged.prefix == "blocked_forward":
         program = f"forwarded from {packet.src}"
+    elif logged.prefix == "gateway_refused":  # from a [gateway] client, not a local program
+        program = f"gateway client {packet.src}"
     else:
         src = socket.inet_pton(socket.AF_INET if packet.family == 4 else socket.AF_INET6,
                                packet.src)

@@ -90,7 +90,16 @@ def diagnose(config_path: str | None, paths: Paths) -> Checks:
             return []
         return guard.findings(guardwatch.status(paths, recorded, system.HOST))
 
+    def gateway_checks() -> list[Finding]:
+        from netspectre import gatewayinfo
+
+        recorded = leftovers.current(seen)
+        if recorded is None or not active:
+            return []
+        return gatewayinfo.findings(gatewayinfo.status(recorded.policy))
+
     checks += _guard("DNS", dns_checks)
     checks += _guard("raw guard", raw_guard_checks)
+    checks += _guard("gateway", gateway_checks)
     checks += _guard("netspectre run", runcheck.gather)
     return Checks(tuple(checks))

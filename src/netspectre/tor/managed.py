@@ -61,6 +61,9 @@ def _check_ports(config: Config, endpoints: Endpoints, files: Files) -> None:
         ("tor.trans_port", endpoints.trans_port, False),
         ("tor.socks_port", endpoints.socks_port, False),
         ("tor.dns_port", endpoints.dns_port, True),
+        *((("gateway.trans_port", config.gateway.trans_port, False),
+           ("gateway.dns_port", config.gateway.dns_port, True))
+          if config.gateway.interfaces else ()),
     ):
         if not process.port_in_use(port, udp=udp):
             continue
@@ -75,7 +78,7 @@ def _check_ports(config: Config, endpoints: Endpoints, files: Files) -> None:
             + "; ".join(f"{port}/{'udp' if 'dns' in key else 'tcp'} ({key}) by {who}"
                         for key, port, who in clashes),
             "set " + ", ".join(k for k, _, _ in clashes)
-            + f" under [tor] in {config.path or DEFAULT_PATH} to free ports, or stop that "
+            + f" in {config.path or DEFAULT_PATH} to free ports, or stop that "
             "program (netspectre runs its own tor next to a system tor on other ports)",
         )
 

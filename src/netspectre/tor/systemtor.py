@@ -26,12 +26,13 @@ def wanted(config: Config) -> dict[str, str]:
     }
 
 
-def _listens_on(listeners: str, port: int) -> bool:
-    """GETINFO net/listeners/* value ('"127.0.0.1:9040" "[::1]:9040"') serves 127.0.0.1:port."""
+def _listens_on(listeners: str, port: int, hosts: tuple[str, ...] = ("127.0.0.1", "0.0.0.0")
+                ) -> bool:
+    """GETINFO net/listeners/* value ('"127.0.0.1:9040" "[::1]:9040"') serves host:port."""
     words, _ = split_args(listeners)
     for word in words:
         host, _, p = word.rpartition(":")
-        if p == str(port) and host in ("127.0.0.1", "0.0.0.0"):
+        if p == str(port) and host in hosts:
             return True
     return False
 
@@ -55,6 +56,12 @@ def missing(
         out.append(lines["VirtualAddrNetworkIPv4"])
     if list(conf.get("AutomapHostsOnResolve", []))[-1:] != ["1"]:
         out.append(lines["AutomapHostsOnResolve"])
+    gw = config.gateway
+    if gw.interfaces:  # redirect lands on the gateway interface's own address: 0.0.0.0 only
+        for key, port, option in (("net/listeners/trans", gw.trans_port, "TransPort"),
+                                  ("net/listeners/dns", gw.dns_port, "DNSPort")):
+            if not _listens_on(listeners.get(key, ""), port, ("0.0.0.0",)):
+                out.append(f"{option} 0.0.0.0:{port}")
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from netspectre.config import Config
+from netspectre.config import Config, Ipv6Mode
 from netspectre.errors import ConfigError
 from netspectre.paths import Paths
 from netspectre.policy import HostFacts
@@ -30,6 +30,7 @@ MANAGED: Mapping[str, str] = {
     "transport": "set tor.trans_port",
     "dnsport": "set tor.dns_port",
     "virtualaddrnetworkipv4": "set tor.virtual_network",
+    "virtualaddrnetworkipv6": "set tor.virtual_network6",
     "automaphostsonresolve": "the firewall's .onion routing needs it on",
     "automaphostonresolve": "the firewall's .onion routing needs it on",
     "transproxytype": "the firewall redirects with NAT, Tor's default",
@@ -66,6 +67,32 @@ def _path(value: object) -> str:
     return text
 
 
+def ipv6_lines(config: Config, facts: HostFacts) -> list[str]:
+    """The listeners for ipv6 = "torify" and [gateway] ([] for configs without them).
+
+    tor cannot bind [::1] without ::1 on lo, nor [::] without an IPv6 stack (it then refuses
+    to start): those listeners are left out, as Whonix does. IPv6Traffic on the DNSPorts
+    (AAAA answers); TransPort takes no such flag (tor 0.4.9 warns "Unrecognized TransPort
+    option"): it serves the family of the redirected connection. tor's v6 listeners are
+    IPV6_V6ONLY, so 0.0.0.0 and [::] on one port do not clash (measured with tor 0.4.9)."""
+    tor, gw = config.tor, config.gateway
+    torify = config.firewall.ipv6 is Ipv6Mode.TORIFY
+    if not torify and not gw.interfaces:
+        return []
+    lines = [f"VirtualAddrNetworkIPv6 [{tor.virtual_network6.network_address}]/"
+             f"{tor.virtual_network6.prefixlen}"]
+    if torify and facts.ipv6_loopback:
+        lines += [f"TransPort [::1]:{tor.trans_port}", f"DNSPort [::1]:{tor.dns_port} IPv6Traffic"]
+    elif torify:
+        lines.append("# no ::1 on this host: no IPv6 listeners (IPv6 stays refused)")
+    if gw.interfaces:
+        lines += ["", "# [gateway]: reachable only from its interfaces (the input chain)",
+                  f"TransPort 0.0.0.0:{gw.trans_port}", f"DNSPort 0.0.0.0:{gw.dns_port}"]
+        if facts.ipv6_stack:
+            lines += [f"TransPort [::]:{gw.trans_port}", f"DNSPort [::]:{gw.dns_port} IPv6Traffic"]
+    return lines
+
+
 def render(
     config: Config,
     paths: Paths,
@@ -94,6 +121,7 @@ def render(
         f"VirtualAddrNetworkIPv4 {tor.virtual_network}",
         "AutomapHostsOnResolve 1",
         "AutomapHostsSuffixes .onion,.exit",
+        *ipv6_lines(config, facts),
     ]
     parsed = bridges.parse_all(tor.bridges)
     if parsed:
