@@ -151,6 +151,12 @@ def restart(ctx: Context, *, wait: bool = True,
         current = state.load_current(p.state)
         if current is None or current.phase is not Phase.ACTIVE:
             raise StateError("netspectre is not active", "use `netspectre start`")
+        if current.sysctls and plan.policy.torify_ipv6:
+            # IPv6 was turned off by this run's "disable": turning it back on is stop's job.
+            raise ConfigError('restart cannot turn IPv6 back on for ipv6 = "torify" (it is off '
+                              'since start with ipv6 = "disable")',
+                              "run `netspectre stop` then `netspectre start`; nothing was "
+                              "changed")
         if current.plan_digest != plan.digest():  # a changed config: refuse before any change
             managed.preflight(config, p, plan)
         _, relaunched = converge(ctx, current, plan, firewall, facts)
