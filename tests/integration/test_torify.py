@@ -221,3 +221,18 @@ def test_verify_expects_ipv6_tcp_and_dns_torified(sclean: Topology, backend: str
     assert rows["UDP over IPv6 to [2001:db8:2::99]:443"]["outcome"] == "refused", rows
     assert rows["ICMPv6 echo to 2001:db8:2::99"]["outcome"] == "refused", rows
     assert_no_leak(packets, allowed=is_nd_or_lan)
+
+
+def test_restart_from_disable_to_torify_is_refused_before_any_change(sclean: Topology) -> None:
+    """IPv6 turned off by "disable" stays off under a restart; torify needs stop + start."""
+    t = sclean
+    off = t.config("nft", name="off.toml", ipv6="disable")
+    t.start(off)
+    disabled = t.ipv6_sysctls()
+    rules = t.ruleset()
+    run = t.netspectre(torify_config(t), "restart")
+    assert run.rc != 0 and "stop` then `netspectre start" in run.stderr, str(run)
+    assert t.ipv6_sysctls() == disabled and t.ruleset() == rules
+    t.stop(off)
+    t.start(torify_config(t))
+    assert t.ipv6_sysctls()["net/ipv6/conf/all/disable_ipv6"] == "0"

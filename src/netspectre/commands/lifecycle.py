@@ -177,6 +177,12 @@ def restart(ctx: Context, *, wait: bool = True,
             fw, evidence = backends.detect(str(config.firewall.backend), ctx.runner)
             facts, plan = plan_for(ctx, fw.backend)
             refuse_without_guard(ctx, plan)
+            if current.sysctls and plan.policy.torify_ipv6:
+                # IPv6 was turned off by this run's "disable": turning it back on is stop's.
+                raise ConfigError('restart cannot turn IPv6 back on for ipv6 = "torify" (it is '
+                                  'off since start with ipv6 = "disable")',
+                                  "run `netspectre stop` then `netspectre start`; nothing was "
+                                  "changed")
             if current.plan_digest != plan.digest():  # a changed config: refuse before change
                 managed.preflight(config, p, plan)
             _, relaunched = converge(ctx, current, plan, fw, facts)
