@@ -204,12 +204,40 @@ def test_the_clients_own_ipv6_is_torified(gw: Bench) -> None:
     IPv6 is refused at once."""
     b, info = gw, gw.info
     lay = info.layout
-    http6, udp6 = clientns.probes(info.spec.client_ns, [
+    cap = b.capture("client-ipv6")
+    http6, udp6, aaaa, icmp6 = clientns.probes(info.spec.client_ns, [
         {"kind": "http", "url": f"http://[{lay.web6}]/api/ip", "timeout": 60},
-        {"kind": "udp", "dst": str(lay.web6), "port": 3478, "timeout": 2}])
+        {"kind": "udp", "dst": str(lay.web6), "port": 3478, "timeout": 2},
+        # DNS over IPv6 to the LAN resolver: redirected to the DNSPort on [::1], answered
+        # through Tor (the LAN resolver never sees it: the uplink capture below)
+        {"kind": "dns", "server": str(lay.resolver6), "name": "echo.test", "type": "AAAA",
+         "timeout": 20},
+        {"kind": "icmp", "dst": str(lay.web6), "timeout": 2}])
+    packets = b.finish(cap)
     assert http6.get("json", {}).get("IP") in _exits(info, 6), http6
     assert refused_fast(udp6), udp6
+    assert aaaa.get("answers") == [str(lay.web6)], aaaa
+    assert refused_fast(icmp6), icmp6
+    b.assert_no_leak(packets)
     assert b.status(b.confdir / "client-gateway.toml")["active"] is True
+
+
+def test_gateway_listeners_are_refused_from_the_uplink(gw: Bench) -> None:
+    """Tor's gateway TransPort/DNSPort listen on 0.0.0.0/[::]: reachable from a gateway
+    interface (the control: the guest connects), never from the uplink's side."""
+    info = gw.info
+    lay = info.layout
+    port = 9041  # [gateway] trans_port's default
+    (inside,) = clientns.probes(info.spec.guest_ns, [
+        {"kind": "tcp", "dst": str(lay.guest_gw4), "port": port, "timeout": 5}])
+    assert inside.get("connected") is True, inside
+    outside = clientns.probes(info.spec.inet_ns, [
+        {"kind": "tcp", "dst": str(lay.client4), "port": port, "timeout": 2},
+        {"kind": "tcp", "dst": str(lay.client6), "port": port, "timeout": 2},
+        {"kind": "dns", "server": str(lay.client4), "port": 9054, "name": "echo.test",
+         "timeout": 2}])
+    for result in outside:
+        assert result.get("error"), outside
 
 
 @pytest.fixture
