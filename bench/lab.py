@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netspectre import paths, system
+from netspectre import paths, proc, system
 from netspectre.lab import LabSpec, clientns, lifecycle, network, processes
 from netspectre.lab.info import LabInfo
 from netspectre.tor.control import Controller
@@ -46,15 +46,8 @@ TARGETS = {
 
 
 def rss_mib(pid: int | None) -> float:
-    if not pid:
-        return float("nan")
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    kib = proc.rss_kib(pid) if pid else 0
+    return kib / 1024 if kib else float("nan")
 
 
 def quiet(_: BootstrapEvent) -> None:

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from netspectre import proc as proc_mod
+
 REPO = Path(__file__).resolve().parents[1]
 PY = "/usr/bin/python3"
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
@@ -31,16 +33,6 @@ TARGET = "198.51.100.7"  # nothing has it: only the relay and the stand-in see t
 TARGETS = {"bulk: run / SocksPort": "≥ 0.9", "set-up overhead (ms, median)": "≤ 5",
            "relay RSS peak (MiB)": "≤ 30", "run -- true (ms, median)": "≤ 150",
            "100 concurrent: ok": "100"}
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class Bench:
@@ -82,7 +74,7 @@ class Bench:
 
             def sample() -> None:
                 while not done.wait(0.01):
-                    peak.append(rss_mib(proc.pid))
+                    peak.append(proc_mod.rss_kib(proc.pid) / 1024)
             t = threading.Thread(target=sample)
             t.start()
         out, _ = proc.communicate(timeout=600)

@@ -28,6 +28,17 @@ def read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() and int(text) > 1 else None
 
 
+def rss_kib(pid: int, proc: Path = PROC) -> int:
+    """The process's resident memory (VmRSS) in KiB; 0 when it is gone or hidden."""
+    try:
+        for line in (proc / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def write_pid(path: Path, pid: int) -> None:
     """Atomically (temp file + rename): a reader never sees half a number."""
     write_atomic(path, f"{pid}\n", mode=0o644, sync=False)

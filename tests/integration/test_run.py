@@ -186,6 +186,26 @@ def test_no_raw_packet_or_ping_socket_and_no_capability(env: Env, user: str) -> 
     assert (uid["uid"], uid["gid"]) == (NOBODY, NOBODY)
 
 
+@pytest.mark.parametrize("user", ["nobody", "root"])
+def test_the_program_cannot_undo_its_sandbox(env: Env, user: str) -> None:
+    """Trying to break out: flush the namespace's ruleset (then TCP must still reach "Tor", not
+    fail for lack of a redirect), and ptrace PID 1, the init that holds the capabilities over
+    the namespace. Control for the ptrace: the program may trace its own child."""
+    nft = shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    assert nft is not None
+    probe = f"{PY} {env.root / 'runprobe.py'}"
+    script = (f"{nft} flush ruleset; echo flush=$?; {probe} tcp:{TARGET4}:443 ptrace:1; "
+              f"sleep 30 & {probe} ptrace:$!; kill $!")
+    done = env.run("--", "sh", "-c", script, user=user)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] != "flush=0", done.stdout
+    tcp, init, child = (json.loads(line) for line in lines[1:])
+    assert tcp["ok"] and str(tcp["banner"]).startswith(f"{TARGET4} 443 "), tcp
+    assert not init["ok"] and init["errno"] == 1, init  # EPERM
+    assert child["ok"], child
+
+
 def test_exit_status_and_missing_command(env: Env) -> None:
     assert env.run("--", "sh", "-c", "exit 7").returncode == 7
     assert env.run("--", "sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM

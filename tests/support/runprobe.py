@@ -2,7 +2,7 @@
 with the system's python3 as an unprivileged user).
 
 Steps (argv): tcp:HOST:PORT  udp:HOST:PORT  resolve:NAME  raw  packet  ping  caps  uid
-unix:PATH  http:HOST (GET /api/ip, the lab's web server)  hold:HOST:SECONDS (GET /api/ip
+unix:PATH  ptrace:PID  http:HOST (GET /api/ip, the lab's web server)  hold:HOST:SECONDS (GET /api/ip
 on a kept-alive connection, report, then keep it open) (IPv6 hosts in brackets).
 """
 
@@ -66,6 +66,14 @@ def step(spec: str) -> dict[str, object]:
         elif kind == "caps":
             out["caps"] = {line.split(":")[0]: line.split()[1] for line in
                            open("/proc/self/status") if line.startswith("Cap")}
+        elif kind == "ptrace":  # PTRACE_ATTACH to a pid of this PID namespace
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.ptrace(16, int(arg), None, None) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            libc.ptrace(17, int(arg), None, None)  # PTRACE_DETACH
         elif kind == "uid":
             out["uid"], out["gid"] = os.getuid(), os.getgid()
         elif kind == "unix":

@@ -140,7 +140,7 @@ async def _serve(r: relay.Relay, socks: Sequence[socket.socket], ipv6: bool, pid
         for task in (*servers, *r.tasks):
             task.cancel()
     _, status = os.waitpid(pid, 0)
-    return sandbox._status(status)
+    return sandbox.exit_status(status)
 
 
 def run(ctx: Context, argv: Sequence[str], *, user: str | None = None, shared: bool = False,
@@ -168,9 +168,8 @@ def run(ctx: Context, argv: Sequence[str], *, user: str | None = None, shared: b
     from netspectre.run import relay
 
     username, password = _credentials(shared)
+    port = int(str(message["relay_port"]))
     r = relay.Relay(relay.Tor(sp.host, sp.port, username, password),
                     relay.OnionMap(ipaddress.IPv4Network(ctx.config.tor.virtual_network)),
-                    frozenset(), notice)
-    port = int(str(message["relay_port"]))
-    r.listeners = frozenset({("127.0.0.1", port), ("::1", port)})
+                    frozenset({("127.0.0.1", port), ("::1", port)}), notice)
     return asyncio.run(_serve(r, socks, bool(message.get("ipv6")), pid))

@@ -78,16 +78,6 @@ def _ns_inode(path: Path) -> int | None:
         return None
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
@@ -113,13 +103,13 @@ def find(spec: LabSpec) -> list[Proc]:
     for ns in spec.namespaces:
         for pid in namespace_pids(ns):
             if alive(pid):
-                procs[pid] = Proc(pid, names.get(pid, _cmdline(pid)[:60]), _rss_kib(pid), ns)
+                procs[pid] = Proc(pid, names.get(pid, _cmdline(pid)[:60]), proc.rss_kib(pid), ns)
     for pid, name in names.items():
         if pid in procs or not alive(pid):
             continue
         ino = _ns_inode(Path(f"/proc/{pid}/ns/net"))
         if (ino is not None and ino in inodes) or str(spec.dir) in _cmdline(pid):
-            procs[pid] = Proc(pid, name, _rss_kib(pid), inodes.get(ino or -1, ""))
+            procs[pid] = Proc(pid, name, proc.rss_kib(pid), inodes.get(ino or -1, ""))
     return sorted(procs.values(), key=lambda p: p.pid)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -133,11 +134,22 @@ def build_files() -> None:
 
 def _die_with_parent(parent: int) -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
+    if os.getppid() != parent:  # it died before the signal was armed
         os._exit(1)
 
 
-def _status(wait_status: int) -> int:
+def _die_with_holder(alive: int) -> None:
+    """init's parent is outside its PID namespace (getppid() says 0): the holder keeps the
+    write end of a pipe open for life, so EOF on `alive` means it died before the signal was
+    armed."""
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if select.select([alive], [], [], 0)[0]:
+        os._exit(1)
+    os.close(alive)
+
+
+def exit_status(wait_status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal."""
     if os.WIFSIGNALED(wait_status):
         return 128 + os.WTERMSIG(wait_status)
     return os.waitstatus_to_exitcode(wait_status)
@@ -158,7 +170,7 @@ def _wait_forwarding(pid: int) -> NoReturn:
         except InterruptedError:
             continue
         if wpid == pid:
-            os._exit(_status(status))
+            os._exit(exit_status(status))
 
 
 def _become(spec: Spec) -> NoReturn:
@@ -189,10 +201,10 @@ def _become(spec: Spec) -> NoReturn:
         os._exit(126)
 
 
-def _init(spec: Spec, holder: int) -> NoReturn:
+def _init(spec: Spec, alive: int) -> NoReturn:
     """PID 1 of the run's PID namespace: its own /proc, then the program."""
     try:
-        _die_with_parent(holder)
+        _die_with_holder(alive)
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     except OSError as exc:
         sys.stderr.write(f"netspectre run: cannot set up the PID namespace: {exc}\n")
@@ -200,8 +212,9 @@ def _init(spec: Spec, holder: int) -> NoReturn:
     pid = os.fork()
     if pid == 0:
         _become(spec)
-    # After the fork (the program must write its own /proc/self maps): the program, in a user
-    # namespace below ours, cannot ptrace its way into init's capabilities over the namespace.
+    # The kernel already refuses the capability-less program a ptrace of init (its permitted
+    # capabilities are no superset of init's); not dumpable is a second lock. After the fork:
+    # the program must still write its own /proc/self maps.
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     _wait_forwarding(pid)
 
@@ -223,7 +236,7 @@ def holder(chan: socket.socket, spec: Spec) -> NoReturn:
         _die_with_parent(spec.relay_pid)
         ports, socks = build_network()
         build_files()
-        # Last: the first child after this is the namespace's init (`ip` and `nft` must not be).
+        # Last: the first child after this is the namespace's init (`nft` must not be).
         linux.unshare(linux.CLONE_NEWPID)
     except Error as exc:
         _send(chan, {"ok": False, "message": exc.message, "hint": exc.hint}, [])
@@ -236,7 +249,10 @@ def holder(chan: socket.socket, spec: Spec) -> NoReturn:
     for s in socks:
         s.close()
     chan.close()
+    alive, keep = os.pipe()  # keep: open in the holder until it dies (see _die_with_holder)
     pid = os.fork()
     if pid == 0:
-        _init(spec, os.getppid())
+        os.close(keep)
+        _init(spec, alive)
+    os.close(alive)
     _wait_forwarding(pid)
